@@ -1,0 +1,35 @@
+# CCS: `make demo` runs the whole path on the embedded default; `make test` runs the suite.
+PY := .venv/bin/python
+STAMP := .venv/.installed
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ccs
+TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: demo up test secrets lint bench clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv .venv
+	.venv/bin/pip install -q --upgrade pip
+	.venv/bin/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+secrets: $(STAMP)
+	@$(PY) ccs/keygen.py var
+
+demo: secrets
+	$(PY) manage.py demo
+
+up: secrets
+	$(PY) manage.py demo --up
+
+test: secrets
+	DATABASE_URL=$(TEST_DATABASE_URL) CCS_BROKER_URL=$(TEST_BROKER_URL) \
+		$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	.venv/bin/ruff check .
+
+bench: secrets
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) bench/fanout.py --hosts 1000
+
+clean:
+	rm -rf var/log var/ccs.sqlite3* var/fleet-*.json

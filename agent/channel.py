@@ -1,0 +1,236 @@
+"""The encrypted agent channel: framing, symmetric handshake and AES-256-GCM sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from agent.errors import ChannelError
+
+MAGIC = b"CCS1"
+VERSION = 1
+NONCE_SIZE = 32
+PROOF_SIZE = 32
+TAG_SIZE = 16
+MAX_FRAME = 4 * 1024 * 1024
+HANDSHAKE_TIMEOUT = 5.0
+MAX_SEQUENCE = 2**64 - 1
+# HELLO is the largest handshake frame: magic + u8 length + 255-byte host id + nonce
+HANDSHAKE_MAX = len(MAGIC) + 1 + 255 + NONCE_SIZE
+
+_LENGTH = struct.Struct(">I")
+_HEADER = struct.Struct(">BQB")
+
+Lookup = Callable[[str], bytes | None]
+
+
+def encode_frame(
+    aead: AESGCM, seq: int, host_id: str, plaintext: bytes, version: int = VERSION
+) -> bytes:
+    """Encrypt one data frame and return it with its length prefix."""
+    host = host_id.encode()
+    header = _HEADER.pack(version, seq, len(host)) + host
+    body = header + aead.encrypt(_nonce(seq), plaintext, header)
+    return _LENGTH.pack(len(body)) + body
+
+
+def _nonce(seq: int) -> bytes:
+    return b"\x00\x00\x00\x00" + seq.to_bytes(8, "big")
+
+
+class Session:
+    """Keys and sequence counters of one established connection, one per direction."""
+
+    def __init__(
+        self, host_id: str, send_key: bytes, recv_key: bytes, max_size: int = MAX_FRAME
+    ) -> None:
+        self.host_id = host_id
+        self.sender = AESGCM(send_key)
+        self.send_seq = 0
+        self.recv_seq = 0
+        self.max_size = max_size
+        self._receiver = AESGCM(recv_key)
+        self._host = host_id.encode()
+
+    def seal(self, obj: dict[str, Any]) -> bytes:
+        """Encrypt a JSON object into a complete wire frame (length prefix included)."""
+        plaintext = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+        seq = self.send_seq + 1
+        if seq > MAX_SEQUENCE:
+            raise ChannelError("exhausted")
+        frame = encode_frame(self.sender, seq, self.host_id, plaintext)
+        if len(frame) - _LENGTH.size > self.max_size:
+            raise ChannelError("too-large")
+        # only count the sequence once the frame exists, so a refused frame leaves no gap
+        self.send_seq = seq
+        return frame
+
+    def open(self, body: bytes) -> dict[str, Any]:
+        """Authenticate and decrypt one frame body; raise ChannelError on any problem."""
+        if len(body) < _HEADER.size:
+            raise ChannelError("bad-frame")
+        version, seq, host_len = _HEADER.unpack_from(body)
+        if version != VERSION:
+            raise ChannelError("bad-version")
+        start = _HEADER.size + host_len
+        if len(body) < start + TAG_SIZE:
+            raise ChannelError("bad-frame")
+        header = bytes(body[:start])
+        try:
+            plaintext = self._receiver.decrypt(_nonce(seq), bytes(body[start:]), header)
+        except InvalidTag:
+            raise ChannelError("bad-tag") from None
+        if seq != self.recv_seq + 1:
+            raise ChannelError("replay")
+        if header[_HEADER.size :] != self._host:
+            raise ChannelError("wrong-host")
+        self.recv_seq = seq
+        return _decode(plaintext)
+
+
+def _decode(plaintext: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(plaintext)
+    except (UnicodeDecodeError, ValueError):
+        raise ChannelError("bad-json") from None
+    if not isinstance(obj, dict):
+        raise ChannelError("bad-json")
+    return obj
+
+
+async def read_frame(reader: asyncio.StreamReader, max_size: int = MAX_FRAME) -> bytes:
+    """Read one length-prefixed frame body; refuse bodies above max_size without reading them."""
+    try:
+        prefix = await reader.readexactly(_LENGTH.size)
+        (length,) = _LENGTH.unpack(prefix)
+        if length > max_size:
+            raise ChannelError("too-large", f"{length} bytes")
+        return await reader.readexactly(length)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        raise ChannelError("closed") from None
+
+
+async def send_frame(writer: asyncio.StreamWriter, frame: bytes) -> None:
+    """Write one complete frame and wait for the buffer to drain."""
+    try:
+        writer.write(frame)
+        await writer.drain()
+    except (ConnectionError, RuntimeError):
+        # RuntimeError: the transport was already closed under us
+        raise ChannelError("closed") from None
+
+
+def _frame(body: bytes) -> bytes:
+    return _LENGTH.pack(len(body)) + body
+
+
+def _proof(key: bytes, role: bytes, host: bytes, nc: bytes, ns: bytes) -> bytes:
+    return hmac.new(key, b"ccs/v1/" + role + b"|" + host + nc + ns, hashlib.sha256).digest()
+
+
+def _direction_key(key: bytes, direction: bytes, host: bytes, nc: bytes, ns: bytes) -> bytes:
+    info = b"ccs/v1/" + direction + b"|" + host
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=nc + ns, info=info)
+    return hkdf.derive(key)
+
+
+def _session(key: bytes, host_id: str, nc: bytes, ns: bytes, *, client: bool) -> Session:
+    host = host_id.encode()
+    c2s = _direction_key(key, b"c2s", host, nc, ns)
+    s2c = _direction_key(key, b"s2c", host, nc, ns)
+    return Session(host_id, c2s, s2c) if client else Session(host_id, s2c, c2s)
+
+
+def _host_bytes(host_id: str) -> bytes:
+    host = host_id.encode()
+    if not 1 <= len(host) <= 255:
+        raise ValueError("host_id: must be 1..255 bytes of UTF-8")
+    return host
+
+
+async def _within(timeout: float, steps: Any) -> Session:
+    try:
+        async with asyncio.timeout(timeout):
+            return await steps
+    except TimeoutError:
+        raise ChannelError("timeout", "handshake") from None
+
+
+async def client_handshake(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    host_id: str,
+    key: bytes,
+    timeout: float = HANDSHAKE_TIMEOUT,
+) -> Session:
+    """Prove knowledge of the host key to the agent, check its proof, return the session."""
+    return await _within(timeout, _client_steps(reader, writer, host_id, key))
+
+
+async def _client_steps(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host_id: str, key: bytes
+) -> Session:
+    host = _host_bytes(host_id)
+    nc = os.urandom(NONCE_SIZE)
+    await send_frame(writer, _frame(MAGIC + bytes([len(host)]) + host + nc))
+    reply = await read_frame(reader, HANDSHAKE_MAX)
+    if len(reply) != NONCE_SIZE + PROOF_SIZE:
+        raise ChannelError("bad-frame", "server reply")
+    ns, proof = reply[:NONCE_SIZE], reply[NONCE_SIZE:]
+    if not hmac.compare_digest(proof, _proof(key, b"server", host, nc, ns)):
+        raise ChannelError("bad-proof", "server proof")
+    await send_frame(writer, _frame(_proof(key, b"client", host, nc, ns)))
+    return _session(key, host_id, nc, ns, client=True)
+
+
+async def server_handshake(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    lookup: Lookup,
+    timeout: float = HANDSHAKE_TIMEOUT,
+) -> Session:
+    """Answer a HELLO for a host known to `lookup`, check the client proof, return the session."""
+    return await _within(timeout, _server_steps(reader, writer, lookup))
+
+
+async def _server_steps(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lookup: Lookup
+) -> Session:
+    host_id, nc = _parse_hello(await read_frame(reader, HANDSHAKE_MAX))
+    key = lookup(host_id)
+    if key is None:
+        raise ChannelError("unknown-host", host_id)
+    host = host_id.encode()
+    ns = os.urandom(NONCE_SIZE)
+    await send_frame(writer, _frame(ns + _proof(key, b"server", host, nc, ns)))
+    proof = await read_frame(reader, HANDSHAKE_MAX)
+    if not hmac.compare_digest(proof, _proof(key, b"client", host, nc, ns)):
+        raise ChannelError("bad-proof", host_id)
+    return _session(key, host_id, nc, ns, client=False)
+
+
+def _parse_hello(hello: bytes) -> tuple[str, bytes]:
+    if hello[: len(MAGIC)] != MAGIC:
+        raise ChannelError("bad-version", "hello magic")
+    if len(hello) < len(MAGIC) + 1:
+        raise ChannelError("bad-frame", "hello")
+    host_len = hello[len(MAGIC)]
+    start = len(MAGIC) + 1
+    if host_len == 0 or len(hello) != start + host_len + NONCE_SIZE:
+        raise ChannelError("bad-frame", "hello")
+    try:
+        host_id = hello[start : start + host_len].decode()
+    except UnicodeDecodeError:
+        raise ChannelError("bad-frame", "hello host id") from None
+    return host_id, hello[start + host_len :]

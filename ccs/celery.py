@@ -1,0 +1,18 @@
+"""The Celery app: configuration from Django settings, routes from ccs.routing."""
+
+import os
+
+from celery import Celery
+
+from .routing import QUEUE_CALLBACKS, QUEUE_CONTROL, route_task
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ccs.settings")
+
+app = Celery("ccs")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.conf.task_routes = (route_task,)
+app.conf.task_default_queue = QUEUE_CONTROL
+app.conf.task_create_missing_queues = True
+app.autodiscover_tasks(["tasks"])
+
+__all__ = ["app", "QUEUE_CALLBACKS"]

@@ -1,0 +1,71 @@
+"""Bulk SQL the ORM does not offer: per-row updates in one statement, counters with RETURNING."""
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import connection
+
+
+def is_postgres() -> bool:
+    return connection.vendor == "postgresql"
+
+
+def bulk_update_rows(
+    table: str,
+    columns: Sequence[tuple[str, str]],
+    rows: Sequence[Sequence[Any]],
+    where: str = "",
+    where_params: Sequence[Any] = (),
+) -> int:
+    """Update many rows, each with its own values, in one statement; returns the row count.
+
+    `columns` are (name, postgres type) pairs; the first is the key. PostgreSQL gets
+    `UPDATE … FROM unnest(arrays)`, SQLite `UPDATE … FROM json_each(…)`; both are one
+    round trip however many rows, unlike Django's bulk_update.
+    """
+    if not rows:
+        return 0
+    key = columns[0][0]
+    sets = ", ".join(f"{name} = v.{name}" for name, _ in columns[1:])
+    extra = f" AND {where}" if where else ""
+    if is_postgres():
+        arrays = [list(col) for col in zip(*rows, strict=True)]
+        unnest = ", ".join(f"%s::{pgtype}[]" for _, pgtype in columns)
+        names = ", ".join(name for name, _ in columns)
+        sql = (
+            f"UPDATE {table} AS t SET {sets} FROM unnest({unnest}) AS v({names}) "
+            f"WHERE t.{key} = v.{key}{extra}"
+        )
+        params: list[Any] = [*arrays, *where_params]
+    else:
+        picks = ", ".join(
+            f"json_extract(value, '$[{i}]') AS {name}" for i, (name, _) in enumerate(columns)
+        )
+        # Starts with UPDATE (not WITH) so that sqlite3 reports the row count.
+        sql = (
+            f"UPDATE {table} AS t SET {sets} FROM (SELECT {picks} FROM json_each(%s)) AS v "
+            f"WHERE t.{key} = v.{key}{extra}"
+        )
+        params = [json.dumps([[_sqlite_value(x) for x in row] for row in rows]), *where_params]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
+
+
+def _sqlite_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        # Django stores aware datetimes in SQLite as naive UTC text.
+        return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
+    return value
+
+
+def counter_advance(table: str, column: str, pk: int, by: int) -> int:
+    """Add `by` to a counter column and return its new value, in one statement."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {column} = {column} + %s WHERE id = %s RETURNING {column}",
+            [by, pk],
+        )
+        return cursor.fetchone()[0]

@@ -1,0 +1,72 @@
+"""Small strict readers of the environment: a bad value fails at start, naming the variable."""
+
+import os
+from pathlib import Path
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_str(name: str, default: str | None = None) -> str:
+    """The variable's value, or its `*_FILE`'s contents, or the default."""
+    file_name = os.environ.get(f"{name}_FILE")
+    if file_name:
+        try:
+            return Path(file_name).read_text().strip()
+        except OSError as exc:
+            raise ImproperlyConfigured(f"{name}_FILE: cannot read {file_name}: {exc}") from exc
+    value = os.environ.get(name)
+    if value is not None:
+        return value
+    if default is None:
+        raise ImproperlyConfigured(f"{name} is required")
+    return default
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if raw.lower() in _TRUE:
+        return True
+    if raw.lower() in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def env_list(name: str, default: list[str]) -> list[str]:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def secret_file(name: str, default_path: Path) -> bytes:
+    """A secret from `NAME` (hex) or `NAME_FILE` / the default path (raw file bytes)."""
+    if os.environ.get(name):
+        try:
+            return bytes.fromhex(os.environ[name])
+        except ValueError:
+            raise ImproperlyConfigured(f"{name} must be hex") from None
+    path = Path(os.environ.get(f"{name}_FILE") or default_path)
+    try:
+        return path.read_bytes()
+    except OSError:
+        raise ImproperlyConfigured(
+            f"{name}_FILE: cannot read {path} (run `make secrets` to create the demo secrets)"
+        ) from None

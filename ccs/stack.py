@@ -1,0 +1,123 @@
+"""Start and stop the processes named in the Procfile: used by `manage.py demo`, the
+benchmarks and the integration tests, so all three run exactly what `make up` runs."""
+
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+PROCFILE = ROOT / "Procfile"
+
+
+class StackError(Exception):
+    """A process of the stack could not be started or did not become ready."""
+
+
+def procfile_entries(path: Path = PROCFILE) -> dict[str, str]:
+    entries = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, command = line.partition(":")
+            entries[name.strip()] = command.strip()
+    return entries
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(check, what: str, timeout: float = 30.0, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise StackError(f"{what} exited with code {proc.returncode}")
+        if check():
+            return
+        time.sleep(0.1)
+    raise StackError(f"{what} not ready after {timeout:.0f} s")
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@dataclass
+class Stack:
+    """Child processes, each in its own process group, stopped together."""
+
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    log_dir: Path = ROOT / "var" / "log"
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    def start(self, name: str, command: str | None = None) -> subprocess.Popen:
+        command = command or procfile_entries()[name]
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        env = {**self.env, "PATH": f"{Path(sys.executable).parent}:{self.env.get('PATH', '')}"}
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", f"exec {command}"], cwd=ROOT, env=env, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.procs[name] = proc
+        return proc
+
+    def redis_ensure(self, url: str) -> str:
+        """The broker URL to use: the configured one if Redis answers, else our own server."""
+        if redis_answers(url):
+            return url
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise StackError(
+                f"no Redis answers on {url} and redis-server is not installed "
+                "(Debian package: redis-server)"
+            )
+        port = free_port()
+        print(f"no Redis answers on {url}: starting redis-server on 127.0.0.1:{port}")
+        self.start("redis", f"{binary} --port {port} --bind 127.0.0.1 --save '' --appendonly no")
+        own = f"redis://127.0.0.1:{port}/0"
+        wait_for(lambda: redis_answers(own), "redis-server", proc=self.procs["redis"])
+        return own
+
+    def stop(self, grace: float = 10.0) -> None:
+        for proc in self.procs.values():
+            _signal_group(proc, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+
+
+def command_line(*args: str) -> str:
+    return " ".join(shlex.quote(a) for a in args)

@@ -1,0 +1,41 @@
+"""Write the config of a simulated agent fleet serving a datacenter's hosts (demo, bench, tests)."""
+
+import json
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from agent.keys import derive_host_key
+from permissions.models import Host
+from plugins.signing import public_key_pem
+
+
+class Command(BaseCommand):
+    help = "Write a `ccs-agent fleet` config for every host of a datacenter."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--datacenter", required=True)
+        parser.add_argument("--listen", required=True, help="host:port the fleet listens on")
+        parser.add_argument("--out", required=True, type=Path)
+        parser.add_argument("--exec-mode", choices=["process", "dry"], default="process")
+
+    def handle(self, *args, datacenter: str, listen: str, out: Path, exec_mode: str, **kw) -> None:
+        hosts = Host.objects.filter(datacenter__name=datacenter).values_list("hostname", "key_salt")
+        if not hosts:
+            raise CommandError(f"--datacenter: no hosts in datacenter {datacenter!r}")
+        master = settings.CCS_CHANNEL_MASTER_SECRET
+        config = {
+            "listen": listen,
+            "exec_mode": exec_mode,
+            "public_keys": [public_key_pem()],
+            "hosts": {
+                name: derive_host_key(master, bytes.fromhex(salt), name).hex()
+                for name, salt in hosts
+            },
+        }
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.touch(mode=0o600)
+        out.write_text(json.dumps(config))
+        if kw["verbosity"]:
+            self.stdout.write(f"wrote {out}: {len(config['hosts'])} hosts of {datacenter}")

@@ -1,0 +1,67 @@
+"""Datacenters, the service tree and the hosts hanging under it."""
+
+import secrets
+
+from django.db import models
+
+
+class Datacenter(models.Model):
+    """A datacenter: its hosts are served by the worker fleet on queues `dc.<name>[.high]`."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    description = models.CharField(max_length=200, blank=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Node(models.Model):
+    """A node of the service tree, addressed by its path (`corp/search/frontend/bj`)."""
+
+    name = models.CharField(max_length=100)
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
+    )
+    path = models.CharField(max_length=1000, unique=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["parent", "name"], name="node_name_unique_in_parent"),
+        ]
+        permissions = [
+            ("operate_node", "Run approved plugins on hosts under the node"),
+            ("admin_node", "Grant and revoke rights at or below the node"),
+        ]
+
+    def __str__(self) -> str:
+        return self.path
+
+
+def new_key_salt() -> str:
+    return secrets.token_hex(16)
+
+
+class Host(models.Model):
+    """A server reached through its agent (or SSH), in one datacenter, under one or more nodes."""
+
+    class Channel(models.TextChoices):
+        AGENT = "agent"
+        SSH = "ssh"
+
+    class Status(models.TextChoices):
+        ONLINE = "online"
+        OFFLINE = "offline"
+        UNKNOWN = "unknown"
+
+    hostname = models.CharField(max_length=253, unique=True)
+    address = models.CharField(max_length=253)
+    port = models.PositiveIntegerField(default=7001)
+    datacenter = models.ForeignKey(Datacenter, on_delete=models.PROTECT, related_name="hosts")
+    nodes = models.ManyToManyField(Node, related_name="hosts", blank=True)
+    key_salt = models.CharField(max_length=64, default=new_key_salt, editable=False)
+    channel = models.CharField(max_length=8, choices=Channel.choices, default=Channel.AGENT)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.UNKNOWN)
+    last_seen = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.hostname

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class PluginsConfig(AppConfig):
+    """Plugins, versions, review and signing."""
+
+    name = "plugins"

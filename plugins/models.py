@@ -1,0 +1,76 @@
+"""Plugins and their reviewed versions: the only code CCS ever runs on hosts."""
+
+from django.conf import settings
+from django.db import models
+
+
+class Plugin(models.Model):
+    """A named plugin; what runs is one of its approved versions."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    description = models.TextField(blank=True)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PluginVersion(models.Model):
+    """One version of a plugin: body, schema and the accounts it may run as; signed at approval."""
+
+    class Interpreter(models.TextChoices):
+        BASH = "bash"
+        SH = "sh"
+        PYTHON3 = "python3"
+
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        PENDING = "pending"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+        RETIRED = "retired"
+
+    plugin = models.ForeignKey(Plugin, on_delete=models.PROTECT, related_name="versions")
+    number = models.PositiveIntegerField()
+    interpreter = models.CharField(max_length=16, choices=Interpreter.choices)
+    body = models.TextField()
+    params_schema = models.JSONField(default=dict, blank=True)
+    run_as = models.JSONField(default=list)
+    timeout = models.PositiveIntegerField(default=60)
+    sha256 = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    signature = models.TextField(blank=True)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="authored_plugin_versions",
+    )
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="reviewed_plugin_versions",
+    )
+    review_comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["plugin", "number"], name="plugin_version_unique"),
+        ]
+        ordering = ["plugin_id", "-number"]
+
+    def __str__(self) -> str:
+        return f"{self.plugin.name} v{self.number}"
+
+    def signed_meta(self) -> dict:
+        """The fields covered by the approval signature, as the agent checks them."""
+        return {
+            "plugin": self.plugin.name,
+            "version": self.number,
+            "interpreter": self.interpreter,
+            "sha256": self.sha256,
+            "run_as": list(self.run_as),
+            "timeout": self.timeout,
+        }

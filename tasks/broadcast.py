@@ -1,0 +1,29 @@
+"""Announce committed events on Redis pub/sub (`ccs:task:<id>`); the database remembers."""
+
+import json
+import logging
+from functools import cache
+
+import redis
+from django.conf import settings
+
+log = logging.getLogger(__name__)
+
+
+def channel_name(task_id: int) -> str:
+    return f"ccs:task:{task_id}"
+
+
+@cache
+def _client() -> redis.Redis:
+    return redis.Redis.from_url(settings.CCS_REDIS_URL, socket_timeout=5)
+
+
+def events_publish(task_id: int, events: list[dict]) -> None:
+    """One publish per batch of events; a failure is logged, never raised (at-most-once)."""
+    if not events:
+        return
+    try:
+        _client().publish(channel_name(task_id), json.dumps(events, separators=(",", ":")))
+    except redis.RedisError as exc:
+        log.warning("publish of %d events for task %s failed: %s", len(events), task_id, exc)

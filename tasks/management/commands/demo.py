@@ -1,0 +1,143 @@
+"""`make demo` and `make up`: seed two datacenters of simulated hosts, start the whole stack
+from the Procfile, run the built-in `ping` plugin on every host through the REST API."""
+
+import secrets
+import socket
+import time
+
+import httpx
+from celery import Celery
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandError
+from rest_framework.authtoken.models import Token
+
+from ccs.stack import Stack, StackError, free_port, port_open, wait_for
+from permissions.services import datacenter_ensure, node_ensure, simulated_hosts_ensure
+
+DATACENTERS = ("dc1", "dc2")
+WORKERS = ("controller", "dc1", "dc2")
+
+
+class Command(BaseCommand):
+    help = "Run the demo (or, with --up, leave the demo stack running)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--hosts-per-dc", type=int, default=500)
+        parser.add_argument("--up", action="store_true", help="leave the stack running")
+        parser.add_argument("--timeout", type=float, default=180.0)
+
+    def handle(self, *args, hosts_per_dc: int, up: bool, timeout: float, **kw) -> None:
+        if hosts_per_dc < 1:
+            raise CommandError("--hosts-per-dc must be at least 1")
+        call_command("migrate", verbosity=0)
+        fleet_ports = self._seed(hosts_per_dc)
+        token, password = self._admin()
+        stack = Stack()
+        try:
+            web = self._start(stack, fleet_ports)
+            if up:
+                self._stay(web, password)
+            else:
+                self._run_ping(web, token, timeout)
+        except (StackError, httpx.HTTPError) as exc:
+            raise CommandError(f"{exc} (logs in var/log/)") from None
+        finally:
+            stack.stop()
+
+    def _seed(self, hosts_per_dc: int) -> dict[str, int]:
+        ports = {}
+        for name in DATACENTERS:
+            ports[name] = free_port()
+            node = node_ensure(path=f"corp/demo/web/{name}")
+            simulated_hosts_ensure(
+                datacenter=datacenter_ensure(name=name), node=node, prefix=name,
+                count=hosts_per_dc, address="127.0.0.1", port=ports[name],
+            )
+            call_command(
+                "fleet_config", datacenter=name, listen=f"127.0.0.1:{ports[name]}",
+                out=settings.VAR_DIR / f"fleet-{name}.json", verbosity=0,
+            )
+        self.stdout.write(f"seeded {len(DATACENTERS)} datacenters x {hosts_per_dc} hosts")
+        return ports
+
+    def _admin(self) -> tuple[str, str]:
+        password_file = settings.VAR_DIR / "admin-password"
+        if not password_file.exists():
+            password_file.write_text(secrets.token_urlsafe(12))
+        password = password_file.read_text().strip()
+        user, _ = get_user_model().objects.get_or_create(
+            username="admin", defaults={"is_staff": True, "is_superuser": True}
+        )
+        user.set_password(password)
+        user.save()
+        token, _ = Token.objects.get_or_create(user=user)
+        return token.key, password
+
+    def _start(self, stack: Stack, fleet_ports: dict[str, int]) -> str:
+        broker = stack.redis_ensure(settings.CELERY_BROKER_URL)
+        web_port, flower_port = free_port(), free_port()
+        stack.env.update(
+            CCS_BROKER_URL=broker, CCS_REDIS_URL=broker, CCS_WEB_PORT=str(web_port),
+            CCS_FLOWER_PORT=str(flower_port),
+        )
+        for name in ("web", "controller", "worker-dc1", "worker-dc2", "flower",
+                     "fleet-dc1", "fleet-dc2"):
+            stack.start(name)
+        for name, port in fleet_ports.items():
+            fleet = f"fleet-{name}"
+            wait_for(lambda p=port: port_open(p), fleet, proc=stack.procs[fleet])
+        wait_for(lambda: port_open(web_port), "web", proc=stack.procs["web"])
+        wait_for(lambda: _workers_ready(broker), "celery workers", timeout=60)
+        self.flower = f"http://127.0.0.1:{flower_port}/"
+        return f"http://127.0.0.1:{web_port}"
+
+    def _stay(self, web: str, password: str) -> None:
+        self.stdout.write(
+            f"CCS is up.\n  web admin  {web}/admin/   (login: admin / {password})\n"
+            f"  API docs   {web}/api/v1/docs/\n  Flower     {self.flower}\n"
+            "Ctrl-C stops everything."
+        )
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            self.stdout.write("stopping")
+
+    def _run_ping(self, web: str, token: str, timeout: float) -> None:
+        client = httpx.Client(
+            base_url=f"{web}/api/v1", headers={"Authorization": f"Token {token}"}
+        )
+        started = time.monotonic()
+        created = client.post("/tasks/", json={
+            "plugin": "ping", "params": {}, "target": {"nodes": ["corp/demo"]}, "run_as": "root",
+        })
+        if created.status_code != 201:
+            raise CommandError(f"task creation answered {created.status_code}: {created.text}")
+        task = created.json()
+        self.stdout.write(f"task {task['id']}: ping on {task['total_hosts']} hosts")
+        while task["status"] != "finished":
+            if time.monotonic() - started > timeout:
+                raise CommandError(f"task {task['id']} not finished after {timeout:.0f} s: {task}")
+            time.sleep(0.2)
+            task = client.get(f"/tasks/{task['id']}/").json()
+        elapsed = time.monotonic() - started
+        summary = client.get(f"/tasks/{task['id']}/summary/").json()
+        for group in summary["groups"]:
+            out = (group["stdout"] or group["reason"]).strip()
+            count, status, code = group["count"], group["status"], group["exit_code"]
+            self.stdout.write(f"{count:>6} hosts  {status:<8} exit {code}  {out!r}")
+        self.stdout.write(f"done in {elapsed:.2f} s (API create to every result stored)")
+        if task["counts"].get("success", 0) != task["total_hosts"]:
+            raise CommandError("not every host succeeded")
+
+
+def _workers_ready(broker: str) -> bool:
+    app = Celery(broker=broker)
+    expected = {f"{name}@{socket.gethostname()}" for name in WORKERS}
+    replies = app.control.ping(destination=sorted(expected), timeout=1.0)
+    seen = {name for reply in replies for name in reply}
+    return expected <= seen
+
+

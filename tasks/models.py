@@ -1,0 +1,97 @@
+"""Tasks, their per-host subtasks, and the event log of every subtask transition."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from permissions.models import Datacenter, Host
+from plugins.models import PluginVersion
+
+from .states import SubTaskStatus, TaskStatus
+
+
+class Task(models.Model):
+    """One run of an approved plugin version on a set of hosts, with its control data."""
+
+    class Priority(models.TextChoices):
+        NORMAL = "normal"
+        HIGH = "high"
+
+    uid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    plugin_version = models.ForeignKey(
+        PluginVersion, on_delete=models.PROTECT, related_name="tasks"
+    )
+    params = models.JSONField(default=dict, blank=True)
+    run_as = models.CharField(max_length=64)
+    creator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT)
+    status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING)
+    task_type = models.CharField(max_length=32, default="adhoc")
+    concurrency = models.PositiveIntegerField(null=True, blank=True)
+    batches = models.JSONField(default=list, blank=True)
+    failure_threshold = models.CharField(max_length=16, blank=True)
+    timeout = models.PositiveIntegerField()
+    priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
+    callback_url = models.URLField(max_length=2000, blank=True)
+    total_hosts = models.PositiveIntegerField(default=0)
+    event_seq = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"task {self.pk}"
+
+
+class SubTask(models.Model):
+    """One host's part of a task."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="subtasks")
+    host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="subtasks")
+    datacenter = models.ForeignKey(Datacenter, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(
+        max_length=16, choices=SubTaskStatus.choices, default=SubTaskStatus.PENDING
+    )
+    exit_code = models.IntegerField(null=True, blank=True)
+    stdout = models.TextField(blank=True)
+    stderr = models.TextField(blank=True)
+    stdout_truncated = models.BooleanField(default=False)
+    stderr_truncated = models.BooleanField(default=False)
+    output_hash = models.CharField(max_length=16, blank=True)
+    reason = models.CharField(max_length=500, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["task", "host"], name="subtask_one_per_host"),
+        ]
+        indexes = [models.Index(fields=["task", "status"], name="subtask_task_status")]
+
+    def __str__(self) -> str:
+        return f"subtask {self.pk}"
+
+
+class TaskEvent(models.Model):
+    """One subtask transition, numbered per task; the source of truth for streams and callbacks."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
+    seq = models.BigIntegerField()
+    subtask = models.ForeignKey(SubTask, on_delete=models.CASCADE, related_name="events")
+    hostname = models.CharField(max_length=253)
+    from_status = models.CharField(max_length=16)
+    to_status = models.CharField(max_length=16)
+    at = models.DateTimeField()
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["task", "seq"], name="event_seq_unique")]
+        ordering = ["task_id", "seq"]
+
+    def __str__(self) -> str:
+        return f"task {self.task_id} #{self.seq}"

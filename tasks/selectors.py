@@ -1,0 +1,58 @@
+"""Reads of tasks and subtasks."""
+
+from django.db.models import Count, QuerySet
+
+from .fanout import HostJob, endpoint_for
+from .models import SubTask, Task
+
+
+def shard_jobs(task_id: int, subtask_ids: list[int]) -> list[HostJob]:
+    """The job each of these subtasks sends to its host, built from two queries."""
+    task = Task.objects.select_related("plugin_version__plugin").get(pk=task_id)
+    version = task.plugin_version
+    rows = SubTask.objects.filter(id__in=subtask_ids).values_list(
+        "id", "host__hostname", "host__address", "host__port", "host__key_salt"
+    )
+    common = {
+        "meta": version.signed_meta(),
+        "signature": version.signature,
+        "body": version.body,
+        "account": task.run_as,
+        "timeout": task.timeout,
+        "params": task.params,
+    }
+    return [
+        HostJob(sid, endpoint_for(host, address, port, salt), {"id": f"{task.uid}/{sid}", **common})
+        for sid, host, address, port, salt in rows
+    ]
+
+
+def task_counts(task_id: int) -> dict[str, int]:
+    rows = SubTask.objects.filter(task_id=task_id).values("status").annotate(n=Count("id"))
+    return {row["status"]: row["n"] for row in rows}
+
+
+def tasks_visible_to(user) -> QuerySet[Task]:
+    """Tasks the user created; superusers see all. (Tree-based visibility comes with rights.)"""
+    tasks = Task.objects.select_related("plugin_version__plugin", "creator")
+    return tasks if user.is_superuser else tasks.filter(creator=user)
+
+
+def task_summary(task_id: int, datacenter: str | None = None) -> list[dict]:
+    """Groups of identical outcome (status, exit code, output), largest first, with samples."""
+    subtasks = SubTask.objects.filter(task_id=task_id)
+    if datacenter:
+        subtasks = subtasks.filter(datacenter__name=datacenter)
+    groups = list(
+        subtasks.values("status", "exit_code", "output_hash")
+        .annotate(count=Count("id"))
+        .order_by("-count", "status", "exit_code")
+    )
+    for group in groups:
+        sample = subtasks.filter(
+            status=group["status"], exit_code=group["exit_code"], output_hash=group["output_hash"]
+        ).order_by("host__hostname")
+        group["hosts"] = list(sample.values_list("host__hostname", flat=True)[:10])
+        first = sample.values("stdout", "stderr", "reason").first() or {}
+        group.update(first)
+    return groups

@@ -1,0 +1,81 @@
+"""Input and output shapes of the tasks API."""
+
+from rest_framework import serializers
+
+from ccs.api import StrictSerializerMixin
+
+from .models import SubTask, Task
+
+
+class TargetIn(StrictSerializerMixin, serializers.Serializer):
+    nodes = serializers.ListField(child=serializers.CharField(max_length=1000), default=list)
+    hosts = serializers.ListField(child=serializers.CharField(max_length=253), default=list)
+
+
+class ControlIn(StrictSerializerMixin, serializers.Serializer):
+    timeout = serializers.IntegerField(min_value=1, required=False)
+    priority = serializers.ChoiceField(choices=Task.Priority.choices, default="normal")
+
+
+class TaskCreateIn(StrictSerializerMixin, serializers.Serializer):
+    plugin = serializers.CharField(max_length=100)
+    version = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    params = serializers.DictField(default=dict)
+    target = TargetIn()
+    run_as = serializers.CharField(max_length=64)
+    control = ControlIn(default=dict)
+
+    def validate_target(self, target: dict) -> dict:
+        if not target["nodes"] and not target["hosts"]:
+            raise serializers.ValidationError("name at least one node or host")
+        return target
+
+
+class TaskOut(serializers.ModelSerializer):
+    plugin = serializers.CharField(source="plugin_version.plugin.name")
+    version = serializers.IntegerField(source="plugin_version.number")
+    creator = serializers.CharField(source="creator.username")
+    control = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Task
+        fields = [
+            "id", "plugin", "version", "params", "run_as", "status", "task_type", "creator",
+            "control", "total_hosts", "created_at", "started_at", "finished_at",
+        ]
+
+    def get_control(self, task: Task) -> dict:
+        return {"timeout": task.timeout, "priority": task.priority}
+
+
+class TaskDetailOut(TaskOut):
+    counts = serializers.SerializerMethodField()
+
+    class Meta(TaskOut.Meta):
+        fields = [*TaskOut.Meta.fields, "counts"]
+
+    def get_counts(self, task: Task) -> dict[str, int]:
+        return self.context["counts"]
+
+
+class SubTaskOut(serializers.ModelSerializer):
+    host = serializers.CharField(source="host.hostname")
+    datacenter = serializers.CharField(source="datacenter.name")
+
+    class Meta:
+        model = SubTask
+        fields = [
+            "id", "task", "host", "datacenter", "status", "exit_code", "stdout", "stderr",
+            "stdout_truncated", "stderr_truncated", "reason", "worker", "queued_at",
+            "started_at", "finished_at",
+        ]
+
+
+class SummaryGroupOut(serializers.Serializer):
+    status = serializers.CharField()
+    exit_code = serializers.IntegerField(allow_null=True)
+    count = serializers.IntegerField()
+    hosts = serializers.ListField(child=serializers.CharField())
+    stdout = serializers.CharField()
+    stderr = serializers.CharField()
+    reason = serializers.CharField()

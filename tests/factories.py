@@ -1,0 +1,59 @@
+"""Factories for tree, inventory and simulated fleets."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from django.conf import settings
+
+from agent.keys import derive_host_key
+from ccs.stack import free_port, port_open, wait_for
+from permissions.models import Datacenter, Host, Node
+from permissions.services import datacenter_ensure, node_ensure
+from plugins.signing import public_key_pem
+
+
+def hosts_make(dc_name: str, count: int, port: int, node_path: str | None = None) -> list[Host]:
+    """`count` hosts `<dc>-t<i>` on 127.0.0.1:port under the node (default corp/test/<dc>)."""
+    datacenter = datacenter_ensure(name=dc_name)
+    node = node_ensure(path=node_path or f"corp/test/{dc_name}")
+    hosts = Host.objects.bulk_create(
+        [Host(hostname=f"{dc_name}-t{i:03d}", address="127.0.0.1", port=port,
+              datacenter=datacenter) for i in range(count)]
+    )
+    for host in hosts:
+        host.nodes.add(node)
+    return hosts
+
+
+class Fleet:
+    """A real `ccs-agent fleet` process serving simulated hosts."""
+
+    def __init__(self, tmp: Path, hosts: list[Host], port: int, **extra) -> None:
+        master = settings.CCS_CHANNEL_MASTER_SECRET
+        config = {
+            "listen": f"127.0.0.1:{port}",
+            "public_keys": [public_key_pem()],
+            "hosts": {
+                h.hostname: derive_host_key(master, bytes.fromhex(h.key_salt), h.hostname).hex()
+                for h in hosts
+            },
+            **extra,
+        }
+        self.path = tmp / f"fleet-{port}.json"
+        self.path.write_text(json.dumps(config))
+        self.port = port
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent", "fleet", "--config", str(self.path)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        wait_for(lambda: port_open(port), "fleet", proc=self.proc)
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        _, err = self.proc.communicate(timeout=10)
+        return err
+
+
+__all__ = ["Datacenter", "Node", "Fleet", "free_port", "hosts_make"]
