@@ -65,7 +65,7 @@ class Session:
 
     def seal(self, obj: dict[str, Any]) -> bytes:
         """Encrypt a JSON object into a complete wire frame (length prefix included)."""
-        plaintext = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+        plaintext = _encode(obj)
         seq = self.send_seq + 1
         if seq > MAX_SEQUENCE:
             raise ChannelError("exhausted")
@@ -97,6 +97,14 @@ class Session:
             raise ChannelError("wrong-host")
         self.recv_seq = seq
         return _decode(plaintext)
+
+
+def _encode(obj: dict[str, Any]) -> bytes:
+    try:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        # a lone surrogate (possible after JSON-decoding "\ud800") has no UTF-8 form; escape all
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 def _decode(plaintext: bytes) -> dict[str, Any]:

@@ -180,6 +180,7 @@ class ChannelPool:
         except BaseException:
             writer.close()
             raise
+        session.max_size = self.max_frame
         conn = _Connection(endpoint, reader, writer, session, self._forget, self.max_frame)
         self.stats["connects"] += 1
         self._conns[endpoint.host_id] = conn

@@ -176,10 +176,14 @@ class Executor:
                 captures.append(await _Capture.attach(pipe, self.output_cap))
             timed_out = await self._await_exit(proc.pid, exited, timeout)
         except asyncio.CancelledError:
-            # the agent is shutting down: leave nothing of the job behind
+            # the agent is shutting down: leave nothing of the job behind, and return only
+            # once the job is really gone so that a restart cannot overlap with it
             _signal_group(proc.pid, signal.SIGKILL)
+            print("CANCEL-KILL", proc.pid, flush=True)
             for capture in captures:
                 capture.close()
+            await asyncio.wait([exited], timeout=self.kill_grace)
+            print("CANCEL-DONE", exited, flush=True)
             raise
         await _finish_reading(captures, self.kill_grace)
         code = None if timed_out else exited.result()

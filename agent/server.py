@@ -140,6 +140,7 @@ class AgentServer:
     async def _serve(
         self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
+        session.max_size = self.max_frame
         conn = _Connection(session, writer)
         host = self._hosts[session.host_id]
         try:
@@ -166,8 +167,14 @@ class AgentServer:
         except Exception:
             log.exception("request-failed host=%s", host.host_id)
             reply = {"ok": False, "error": "internal"}
-        with contextlib.suppress(ChannelError):
+        try:
             await conn.send({"rid": rid, **reply})
+        except ChannelError as exc:
+            if exc.reason != "too-large":
+                return  # the connection is gone; the job result stays available by id
+            # the client must not wait for an answer that can never be framed
+            with contextlib.suppress(ChannelError):
+                await conn.send({"rid": rid, "ok": False, "error": "reply-too-large"})
 
     async def _dispatch(self, host: _Host, message: Message) -> Message:
         op = message.get("op")

@@ -27,7 +27,6 @@ from .transitions import (
     events_record,
     lock_in_states,
     lock_movable,
-    lock_task,
     move_uniform,
     move_with_rows,
     sources,
@@ -119,16 +118,18 @@ def _chunks(items: list[int], size: int):
 def task_release(*, task_id: int) -> int:
     """Queue every pending subtask and send one message per datacenter shard after commit."""
     now = timezone.now()
+    task = Task.objects.get(pk=task_id)
     with transaction.atomic():
-        task = lock_task(task_id)
         locked = lock_movable(task_id, SubTaskStatus.QUEUED)
         moved = move_uniform(task_id, SubTaskStatus.QUEUED, locked, queued_at=now)
-        events_record(task, moved, now)
+        events_record(task_id, moved, now)
+        released = {m.subtask_id for m in moved}
         by_dc: dict[str, list[int]] = defaultdict(list)
         for subtask_id, datacenter in SubTask.objects.filter(
-            id__in=[m.subtask_id for m in moved]
+            task_id=task_id, status=SubTaskStatus.QUEUED
         ).values_list("id", "datacenter__name"):
-            by_dc[datacenter].append(subtask_id)
+            if subtask_id in released:
+                by_dc[datacenter].append(subtask_id)
         shards = [
             {"task_id": task.pk, "datacenter": dc, "priority": task.priority, "subtask_ids": ids}
             for dc, all_ids in sorted(by_dc.items())
@@ -147,12 +148,11 @@ def shard_start(*, task_id: int, subtask_ids: list[int], worker: str) -> list[in
     """Mark the shard's still-queued subtasks running; returns the ids this worker now owns."""
     now = timezone.now()
     with transaction.atomic():
-        task = lock_task(task_id)
         locked = lock_movable(task_id, SubTaskStatus.RUNNING, subtask_ids)
         moved = move_uniform(task_id, SubTaskStatus.RUNNING, locked, worker=worker, started_at=now)
+        events_record(task_id, moved, now)
         if moved:
-            task_mark_started(task, now)
-        events_record(task, moved, now)
+            task_mark_started(task_id, now)
     return [m.subtask_id for m in moved]
 
 
@@ -161,12 +161,11 @@ def shard_results_save(*, task_id: int, results: list[HostResult]) -> int:
     by_id = {r.subtask_id: r for r in results}
     now = timezone.now()
     with transaction.atomic():
-        task = lock_task(task_id)
         locked = lock_in_states(task_id, sources(r.status for r in results), by_id)
         moved = move_with_rows(locked, {sid: r.row() for sid, r in by_id.items()})
         moved = [replace(m, data=by_id[m.subtask_id].event_data()) for m in moved]
-        events_record(task, moved, now)
-        task_finish_if_done(task, now)
+        events_record(task_id, moved, now)
+        task_finish_if_done(task_id, now)
     if len(moved) != len(results):
         log.warning("task %s: %d results arrived for subtasks no longer running",
                     task_id, len(results) - len(moved))

@@ -1,10 +1,13 @@
 """Guarded bulk transitions of subtasks, each recorded as an event and announced after commit.
 
-Every writer takes the task row lock first (so per-task event numbers are gapless and the
-"all finished" check sees every committed shard), then locks the subtask rows it may move,
-then updates only those still in a legal predecessor state and checks the row count.
+Every writer first locks the subtask rows it may move (ordered by id), updates only those
+still in a legal predecessor state and checks the row count. Only then does it take the task
+row lock, by advancing the task's event counter, so the lock is held for the event insert
+and the commit alone: per-task event numbers are gapless and in commit order, and the
+"all finished" check, made under that lock, sees every shard committed before it.
 """
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,7 +16,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from ccs.db import bulk_update_rows, counter_advance
+from ccs.db import bulk_update_rows, counter_advance, insert_rows, update_ids
 
 from .broadcast import events_publish
 from .models import SubTask, Task, TaskEvent
@@ -33,10 +36,6 @@ class Moved:
     from_status: str
     to_status: str
     data: dict[str, Any] = field(default_factory=dict)
-
-
-def lock_task(task_id: int) -> Task:
-    return Task.objects.select_for_update().get(pk=task_id)
 
 
 def sources(targets: Iterable[str]) -> frozenset[str]:
@@ -61,8 +60,8 @@ def lock_in_states(task_id: int, states: frozenset[str], ids: Iterable[int] | No
 def move_uniform(task_id: int, target: str, locked: list[tuple], **values: Any) -> list[Moved]:
     """Move locked rows to `target`, setting the same extra column values on each."""
     ids = [row[0] for row in locked]
-    count = SubTask.objects.filter(id__in=ids, status__in=predecessors(target)).update(
-        status=target, **values
+    count = update_ids(
+        SubTask._meta.db_table, ids, {"status": target, **values}, sorted(predecessors(target))
     )
     if count != len(ids):
         raise ConcurrentChange(f"expected {len(ids)} rows, moved {count}")
@@ -98,51 +97,55 @@ def move_with_rows(locked: list[tuple], rows: dict[int, tuple]) -> list[Moved]:
     return [Moved(sid, host, old, rows[sid][1]) for sid, host, old in legal]
 
 
-def events_record(task: Task, moved: list[Moved], at: datetime | None = None) -> list[dict]:
-    """Insert one event per move with gapless per-task numbers; announce them after commit."""
+EVENT_COLUMNS = ("task_id", "seq", "subtask_id", "hostname", "from_status", "to_status", "at",
+                 "data")
+
+
+def events_record(task_id: int, moved: list[Moved], at: datetime | None = None) -> list[dict]:
+    """Take the task row lock, insert one event per move with gapless per-task numbers, and
+    announce them after commit. Call it after the subtask rows are moved."""
     if not moved:
         return []
     at = at or timezone.now()
-    last = counter_advance(Task._meta.db_table, "event_seq", task.pk, len(moved))
+    last = counter_advance(Task._meta.db_table, "event_seq", task_id, len(moved))
     first = last - len(moved) + 1
-    events = [
-        TaskEvent(
-            task_id=task.pk, seq=first + i, subtask_id=m.subtask_id, hostname=m.hostname,
-            from_status=m.from_status, to_status=m.to_status, at=at, data=m.data,
-        )
+    rows = [
+        (task_id, first + i, m.subtask_id, m.hostname, m.from_status, m.to_status, at,
+         json.dumps(m.data))
         for i, m in enumerate(moved)
     ]
-    TaskEvent.objects.bulk_create(events, batch_size=2000)
-    payload = [event_payload(e) for e in events]
-    transaction.on_commit(lambda: events_publish(task.pk, payload))
+    insert_rows(TaskEvent._meta.db_table, EVENT_COLUMNS, rows)
+    payload = [event_payload(task_id, row[1], m, at) for row, m in zip(rows, moved, strict=True)]
+    transaction.on_commit(lambda: events_publish(task_id, payload))
     return payload
 
 
-def event_payload(event: TaskEvent) -> dict:
+def event_payload(task_id: int, seq: int, moved: Moved, at: datetime) -> dict:
     return {
-        "seq": event.seq,
-        "task": event.task_id,
-        "subtask": event.subtask_id,
-        "host": event.hostname,
-        "from": event.from_status,
-        "to": event.to_status,
-        "at": event.at.isoformat(),
-        "data": event.data,
+        "seq": seq,
+        "task": task_id,
+        "subtask": moved.subtask_id,
+        "host": moved.hostname,
+        "from": moved.from_status,
+        "to": moved.to_status,
+        "at": at.isoformat(),
+        "data": moved.data,
     }
 
 
-def task_mark_started(task: Task, at: datetime) -> None:
-    Task.objects.filter(pk=task.pk, status=TaskStatus.PENDING).update(
+def task_mark_started(task_id: int, at: datetime) -> None:
+    Task.objects.filter(pk=task_id, status=TaskStatus.PENDING).update(
         status=TaskStatus.RUNNING, started_at=at
     )
 
 
-def task_finish_if_done(task: Task, at: datetime) -> bool:
-    """Mark the task finished once no subtask is left in a non-final state."""
-    if SubTask.objects.filter(task_id=task.pk).exclude(status__in=FINAL).exists():
+def task_finish_if_done(task_id: int, at: datetime) -> bool:
+    """Mark the task finished once no subtask is left in a non-final state (call it under
+    the task row lock, after events_record)."""
+    if SubTask.objects.filter(task_id=task_id).exclude(status__in=FINAL).exists():
         return False
     return bool(
-        Task.objects.filter(pk=task.pk)
+        Task.objects.filter(pk=task_id)
         .exclude(status=TaskStatus.FINISHED)
         .update(status=TaskStatus.FINISHED, finished_at=at)
     )
@@ -151,7 +154,6 @@ def task_finish_if_done(task: Task, at: datetime) -> bool:
 __all__ = [
     "SubTaskStatus",
     "Moved",
-    "lock_task",
     "lock_movable",
     "lock_in_states",
     "sources",

@@ -374,4 +374,42 @@ def test_closing_the_server_kills_running_jobs(
         await pool.close()
 
     asyncio.run(scenario())
+    pid = int(pid_file.read_text())
+    for p in living_members(pid):
+        print("ALIVE", p, open(f"/proc/{p}/stat").read(), open(f"/proc/{p}/cmdline").read())
     assert living_members(int(pid_file.read_text())) == []
+
+
+def test_reply_too_large_for_a_frame_is_an_error_not_silence(
+    agent_server: Any, host_keys: dict[str, bytes], make_job: Job
+) -> None:
+    job = make_job("head -c 5000 /dev/zero | tr '\\0' x\n")
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
+        async with agent_server(max_frame=3000) as server:
+            pool = ChannelPool()
+            endpoint = _endpoint(server, host_keys)
+            reply = await pool.request(endpoint, {"op": "run", "job": job}, 10)
+            status = await pool.request(endpoint, {"op": "status", "job_id": "\ud800"}, 5)
+            await pool.close()
+            return reply, status
+
+    reply, status = asyncio.run(scenario())
+    assert (reply["ok"], reply["error"]) == (False, "reply-too-large")
+    assert status["state"] == "unknown"  # a lone surrogate still travels (escaped)
+
+
+def test_least_recently_used_connection_is_evicted_beyond_the_limit(
+    agent_server: Any, host_keys: dict[str, bytes]
+) -> None:
+    async def scenario() -> dict[str, int]:
+        async with agent_server() as server:
+            pool = ChannelPool(max_connections=1)
+            a, b = _endpoint(server, host_keys, HOST_A), _endpoint(server, host_keys, HOST_B)
+            for endpoint in (a, b, a):
+                assert (await pool.request(endpoint, {"op": "health"}, 5))["ok"]
+            await pool.close()
+            return pool.stats
+
+    stats = asyncio.run(scenario())
+    assert (stats["connects"], stats["evictions"], stats["reuses"]) == (3, 2, 0)

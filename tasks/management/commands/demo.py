@@ -14,7 +14,6 @@ from django.core.management.base import BaseCommand, CommandError
 from rest_framework.authtoken.models import Token
 
 from ccs.stack import Stack, StackError, free_port, port_open, wait_for
-from permissions.services import datacenter_ensure, node_ensure, simulated_hosts_ensure
 
 DATACENTERS = ("dc1", "dc2")
 WORKERS = ("controller", "dc1", "dc2")
@@ -47,19 +46,11 @@ class Command(BaseCommand):
             stack.stop()
 
     def _seed(self, hosts_per_dc: int) -> dict[str, int]:
-        ports = {}
-        for name in DATACENTERS:
-            ports[name] = free_port()
-            node = node_ensure(path=f"corp/demo/web/{name}")
-            simulated_hosts_ensure(
-                datacenter=datacenter_ensure(name=name), node=node, prefix=name,
-                count=hosts_per_dc, address="127.0.0.1", port=ports[name],
-            )
-            call_command(
-                "fleet_config", datacenter=name, listen=f"127.0.0.1:{ports[name]}",
-                out=settings.VAR_DIR / f"fleet-{name}.json", verbosity=0,
-            )
-        self.stdout.write(f"seeded {len(DATACENTERS)} datacenters x {hosts_per_dc} hosts")
+        ports = {name: free_port() for name in DATACENTERS}
+        fleets = [
+            arg for name, port in ports.items() for arg in ("--fleet", f"{name}=127.0.0.1:{port}")
+        ]
+        call_command("seed_demo", f"--hosts-per-dc={hosts_per_dc}", *fleets)
         return ports
 
     def _admin(self) -> tuple[str, str]:
@@ -79,11 +70,20 @@ class Command(BaseCommand):
         broker = stack.redis_ensure(settings.CELERY_BROKER_URL)
         web_port, flower_port = free_port(), free_port()
         stack.env.update(
-            CCS_BROKER_URL=broker, CCS_REDIS_URL=broker, CCS_WEB_PORT=str(web_port),
+            CCS_BROKER_URL=broker,
+            CCS_REDIS_URL=broker,
+            CCS_WEB_PORT=str(web_port),
             CCS_FLOWER_PORT=str(flower_port),
         )
-        for name in ("web", "controller", "worker-dc1", "worker-dc2", "flower",
-                     "fleet-dc1", "fleet-dc2"):
+        for name in (
+            "web",
+            "controller",
+            "worker-dc1",
+            "worker-dc2",
+            "flower",
+            "fleet-dc1",
+            "fleet-dc2",
+        ):
             stack.start(name)
         for name, port in fleet_ports.items():
             fleet = f"fleet-{name}"
@@ -106,13 +106,17 @@ class Command(BaseCommand):
             self.stdout.write("stopping")
 
     def _run_ping(self, web: str, token: str, timeout: float) -> None:
-        client = httpx.Client(
-            base_url=f"{web}/api/v1", headers={"Authorization": f"Token {token}"}
-        )
+        client = httpx.Client(base_url=f"{web}/api/v1", headers={"Authorization": f"Token {token}"})
         started = time.monotonic()
-        created = client.post("/tasks/", json={
-            "plugin": "ping", "params": {}, "target": {"nodes": ["corp/demo"]}, "run_as": "root",
-        })
+        created = client.post(
+            "/tasks/",
+            json={
+                "plugin": "ping",
+                "params": {},
+                "target": {"nodes": ["corp/demo"]},
+                "run_as": "root",
+            },
+        )
         if created.status_code != 201:
             raise CommandError(f"task creation answered {created.status_code}: {created.text}")
         task = created.json()
@@ -139,5 +143,3 @@ def _workers_ready(broker: str) -> bool:
     replies = app.control.ping(destination=sorted(expected), timeout=1.0)
     seen = {name for reply in replies for name in reply}
     return expected <= seen
-
-

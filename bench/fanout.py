@@ -1,0 +1,220 @@
+"""Fan-out benchmark: seconds from API create to every subtask persisted, Celery messages used,
+database transactions, and the raw channel floor for the same hosts.
+
+    .venv/bin/python bench/fanout.py --hosts 10000 [--exec dry|process] [--runs 2]
+
+Runs on PostgreSQL (database `ccs_bench`) with the real controller and per-datacenter Celery
+workers from the Procfile and one simulated agent fleet per datacenter. `--exec dry` (default)
+makes the fleet verify and accept every job without spawning a process: one test machine cannot
+spawn 10,000 processes in seconds, while 10,000 real hosts each run their own. `--exec process`
+runs the plugin for real on this machine.
+"""
+
+import argparse
+import asyncio
+import socket
+import threading
+import time
+
+from common import django_on_bench_database
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=1000)
+    parser.add_argument("--exec", dest="exec_mode", choices=["dry", "process"], default="dry")
+    parser.add_argument("--runs", type=int, default=2, help="first run is cold (handshakes)")
+    args = parser.parse_args()
+    if args.hosts < 2:
+        parser.error("--hosts must be at least 2")
+    url = django_on_bench_database()
+    from django.conf import settings
+
+    from ccs.stack import Stack, StackError, port_open, wait_for
+
+    seeded = seed(args.hosts, args.exec_mode)
+    stack = Stack()
+    stack.env.update(DATABASE_URL=url)
+    try:
+        for name, config in seeded.items():
+            stack.start(f"fleet-{name}", f"ccs-agent fleet --config {config['path']}")
+        for name in ("controller", "worker-dc1", "worker-dc2"):
+            stack.start(name)
+        for name, config in seeded.items():
+            wait_for(lambda p=config["port"]: port_open(p), f"fleet-{name}")
+        wait_for(lambda: workers_ready(settings.CELERY_BROKER_URL), "workers", timeout=60)
+        print(f"hosts: {args.hosts} in 2 datacenters, exec={args.exec_mode}, "
+              f"shard size {settings.CCS_SHARD_SIZE}, fan-out concurrency "
+              f"{settings.CCS_FANOUT_CONCURRENCY} per shard")
+        for run in range(1, args.runs + 1):
+            label = "cold (new channels)" if run == 1 else "warm (pooled channels)"
+            measure_task(label, args.hosts, settings.CELERY_BROKER_URL)
+        channel_floor(seeded)
+    except StackError as exc:
+        raise SystemExit(f"bench: {exc} (logs in var/log/)") from None
+    finally:
+        stack.stop()
+
+
+def seed(hosts: int, exec_mode: str) -> dict[str, dict]:
+    from django.conf import settings
+    from django.core.management import call_command
+
+    from ccs.stack import free_port
+    from permissions.services import datacenter_ensure, node_ensure, simulated_hosts_ensure
+
+    seeded = {}
+    for index, name in enumerate(("dc1", "dc2")):
+        count = hosts // 2 + (hosts % 2 if index == 0 else 0)
+        port = free_port()
+        # Each size has its own hosts, so runs of different sizes share the database.
+        simulated_hosts_ensure(
+            datacenter=datacenter_ensure(name=name),
+            node=node_ensure(path=f"bench/n{hosts}/{name}"),
+            prefix=f"bench{hosts}-{name}", count=count, address="127.0.0.1", port=port,
+        )
+        path = settings.VAR_DIR / f"bench-fleet-{name}.json"
+        call_command("fleet_config", datacenter=name, listen=f"127.0.0.1:{port}", out=path,
+                     exec_mode=exec_mode, verbosity=0)
+        seeded[name] = {"port": port, "path": path, "count": count}
+    return seeded
+
+
+def workers_ready(broker: str) -> bool:
+    from celery import Celery
+
+    names = [f"{n}@{socket.gethostname()}" for n in ("controller", "dc1", "dc2")]
+    return len(Celery(broker=broker).control.ping(destination=names, timeout=0.5)) == 3
+
+
+class MessageCounter:
+    """Counts task-received events from every worker: the Celery messages a task used."""
+
+    def __init__(self, broker: str) -> None:
+        from celery import Celery
+
+        self.app = Celery(broker=broker)
+        self.count = 0
+        self.ready = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+        self.ready.wait(10)
+
+    def _run(self) -> None:
+        with self.app.connection() as conn:
+            receiver = self.app.events.Receiver(conn, handlers={"task-received": self._seen})
+            self.ready.set()
+            receiver.capture(limit=None, timeout=None, wakeup=True)
+
+    def _seen(self, event: dict) -> None:
+        self.count += 1
+
+
+class FinalEventCounter:
+    """Follows `ccs:task:*` until every subtask of a task announced its final state."""
+
+    def __init__(self) -> None:
+        import redis
+        from django.conf import settings
+
+        self.pubsub = redis.Redis.from_url(settings.CCS_REDIS_URL).pubsub()
+        self.pubsub.psubscribe("ccs:task:*")
+        self.pubsub.get_message(timeout=1)
+
+    def wait(self, task_id: int, hosts: int, timeout: float = 300) -> None:
+        import json
+
+        done, deadline = 0, time.monotonic() + timeout
+        while done < hosts and time.monotonic() < deadline:
+            message = self.pubsub.get_message(timeout=1)
+            if message and message["type"] == "pmessage":
+                done += sum(
+                    1 for e in json.loads(message["data"])
+                    if e["task"] == task_id and e["to"] in ("success", "failed", "timeout")
+                )
+        self.pubsub.close()
+
+
+def measure_task(label: str, hosts: int, broker: str) -> None:
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from rest_framework.test import APIClient
+
+    from tasks.selectors import task_counts
+
+    user, _ = get_user_model().objects.get_or_create(
+        username="bench", defaults={"is_superuser": True, "is_staff": True}
+    )
+    client = APIClient()
+    client.force_authenticate(user)
+    counter = MessageCounter(broker)
+    finals = FinalEventCounter()
+    commits_before = _commits(connection)
+    started = time.perf_counter()
+    response = client.post("/api/v1/tasks/", {
+        "plugin": "ping", "params": {}, "target": {"nodes": [f"bench/n{hosts}"]},
+        "run_as": "root",
+    }, format="json")
+    assert response.status_code == 201, response.content
+    created = time.perf_counter() - started
+    task_id = response.json()["id"]
+    # Follow the broadcast (not the database), so the commit count is the engine's own.
+    finals.wait(task_id, hosts)
+    elapsed = time.perf_counter() - started
+    time.sleep(1.0)  # let the last task-received events arrive
+    counts = task_counts(task_id)
+    total = sum(counts.values())
+    commits = _commits(connection) - commits_before
+    print(f"{label}: {total} hosts  API create {created:.2f} s  "
+          f"create→all persisted {elapsed:.2f} s  ({total / elapsed:,.0f} hosts/s)  "
+          f"celery messages {counter.count}  db commits ~{commits}  outcome {counts}")
+
+
+def _commits(connection) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        )
+        return cursor.fetchone()[0]
+
+
+def channel_floor(seeded: dict[str, dict]) -> None:
+    """The same hosts reached by the channel alone: handshake + one `run` of the same job."""
+    from agent.client import ChannelPool
+    from tasks.models import SubTask, Task
+    from tasks.selectors import shard_jobs
+
+    task = Task.objects.latest("id")
+    ids = list(SubTask.objects.filter(task=task).values_list("id", flat=True))
+    jobs = shard_jobs(task.pk, ids)
+    rounds = iter(range(1, 3))
+
+    async def run_all(pool: ChannelPool) -> float:
+        limit = asyncio.Semaphore(500)
+        suffix = f"/floor-{next(rounds)}"  # fresh job ids: the agent runs each id only once
+
+        async def one(job) -> None:
+            async with limit:
+                fresh = {**job.job, "id": job.job["id"] + suffix}
+                await pool.request(job.endpoint, {"op": "run", "job": fresh}, 60)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(job) for job in jobs))
+        return time.perf_counter() - started
+
+    async def both() -> tuple[float, float]:
+        pool = ChannelPool()
+        try:
+            return await run_all(pool), await run_all(pool)
+        finally:
+            await pool.close()
+
+    import uvloop
+
+    cold, warm = uvloop.run(both())
+    print(f"channel floor (1 process, same {len(jobs)} hosts, same job): "
+          f"new channels {cold:.2f} s ({len(jobs) / cold:,.0f} hosts/s), "
+          f"pooled {warm:.2f} s ({len(jobs) / warm:,.0f} hosts/s)")
+
+
+if __name__ == "__main__":
+    main()
