@@ -1,10 +1,10 @@
-"""Writes of the tree and inventory."""
+"""Writes of the inventory: datacenters and hosts (and the nodes they need)."""
 
 from django.db import transaction
 
 from ccs.errors import InvalidInput
 
-from .models import Datacenter, Host, Node
+from ..models import Datacenter, Host, Node
 
 MAX_NAME = 100
 
