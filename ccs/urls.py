@@ -6,10 +6,14 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.routers import DefaultRouter
 
+from permissions.apis import DatacenterViewSet, HostViewSet, NodeViewSet
 from tasks.apis import TaskViewSet
 
 router = DefaultRouter(trailing_slash=True)
 router.register("tasks", TaskViewSet, basename="task")
+router.register("datacenters", DatacenterViewSet, basename="datacenter")
+router.register("nodes", NodeViewSet, basename="node")
+router.register("hosts", HostViewSet, basename="host")
 
 api_v1 = [
     path("auth/token", ObtainAuthToken.as_view(), name="auth-token"),

@@ -2,6 +2,7 @@
 
 import secrets
 
+from django.conf import settings
 from django.db import models
 
 
@@ -65,3 +66,27 @@ class Host(models.Model):
 
     def __str__(self) -> str:
         return self.hostname
+
+
+class RightsAudit(models.Model):
+    """One grant or revoke of a right on a node: who did it, to whom, when."""
+
+    class Action(models.TextChoices):
+        GRANT = "grant"
+        REVOKE = "revoke"
+
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=8, choices=Action.choices)
+    node_path = models.CharField(max_length=1000)
+    node = models.ForeignKey(Node, null=True, on_delete=models.SET_NULL, related_name="+")
+    principal = models.CharField(max_length=200, help_text="user:<name> or group:<name>")
+    permission = models.CharField(max_length=32)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.permission} on {self.node_path} to {self.principal}"

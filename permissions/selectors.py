@@ -1,15 +1,20 @@
-"""Reads of the tree and inventory, resolving inherited rights into querysets."""
+"""Reads of the tree and inventory, resolving inherited rights into querysets.
+
+Every selector costs a fixed number of queries however large the tree: the nodes granted to
+a user (and their groups) are read once, reduced to the topmost paths, and everything below
+them is matched by path prefix inside one SQL query.
+"""
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from guardian.shortcuts import get_objects_for_user
 
-from ccs.errors import InvalidInput
+from ccs.errors import InvalidInput, NotFound
 
 from .models import Host, Node
+from .rights import GRANTS_IMPLYING, OPERATE, VIEW, qualified
 
-OPERATE = "permissions.operate_node"
-VIEW = "permissions.view_node"
+__all__ = ["OPERATE", "VIEW"]
 
 
 def subtree_q(paths: list[str], field: str = "path") -> Q:
@@ -20,49 +25,104 @@ def subtree_q(paths: list[str], field: str = "path") -> Q:
     return q
 
 
-def nodes_granted(user: AbstractBaseUser, perm: str) -> QuerySet[Node]:
-    """Nodes on which the user, or one of their groups, holds `perm` directly."""
-    return get_objects_for_user(user, perm, klass=Node, accept_global_perms=False)
+def topmost(paths: list[str]) -> list[str]:
+    """The paths not below another path of the list."""
+    kept: list[str] = []
+    for path in sorted(set(paths)):
+        if not kept or not (path == kept[-1] or path.startswith(kept[-1] + "/")):
+            kept.append(path)
+    return kept
 
 
-def nodes_with_perm(user: AbstractBaseUser, perm: str) -> QuerySet[Node]:
-    """Nodes the user holds `perm` on, directly or through an ancestor."""
+def granted_paths(user: AbstractBaseUser, codename: str) -> list[str]:
+    """Topmost paths of the nodes where the user or one of their groups holds the right."""
+    nodes = get_objects_for_user(
+        user,
+        [qualified(c) for c in GRANTS_IMPLYING[codename]],
+        klass=Node,
+        any_perm=True,
+        accept_global_perms=False,
+        with_superuser=False,
+    )
+    return topmost(list(nodes.values_list("path", flat=True)))
+
+
+def nodes_with_perm(user: AbstractBaseUser, codename: str) -> QuerySet[Node]:
+    """Nodes the user holds the right on, directly or through an ancestor."""
     if user.is_superuser:
         return Node.objects.all()
-    paths = list(nodes_granted(user, perm).values_list("path", flat=True))
+    paths = granted_paths(user, codename)
     return Node.objects.filter(subtree_q(paths)) if paths else Node.objects.none()
 
 
-def hosts_operable_by(user: AbstractBaseUser) -> QuerySet[Host]:
+def node_has_perm(user: AbstractBaseUser, node: Node, codename: str) -> bool:
+    if user.is_superuser:
+        return True
+    return any(
+        node.path == p or node.path.startswith(p + "/") for p in granted_paths(user, codename)
+    )
+
+
+def node_visible(user: AbstractBaseUser, pk: int | str) -> Node:
+    """The node if the user may see it; 404 otherwise (never reveal what is out of scope)."""
+    node = nodes_with_perm(user, VIEW).filter(pk=pk).first()
+    if node is None:
+        raise NotFound(f"no node {pk}")
+    return node
+
+
+def _on_nodes(nodes: QuerySet[Node]) -> Exists:
+    return Exists(Host.nodes.through.objects.filter(host_id=OuterRef("pk"), node__in=nodes))
+
+
+def hosts_with_perm(user: AbstractBaseUser, codename: str) -> QuerySet[Host]:
+    """Hosts under at least one node the user holds the right on."""
     if user.is_superuser:
         return Host.objects.all()
-    return Host.objects.filter(nodes__in=nodes_with_perm(user, OPERATE)).distinct()
+    return Host.objects.filter(_on_nodes(nodes_with_perm(user, codename)))
 
 
-def hosts_not_operable(user: AbstractBaseUser, host_ids: list[int]) -> QuerySet[Host]:
-    """Those of the given hosts the user may not operate."""
+def hosts_lacking(user: AbstractBaseUser, hosts: QuerySet[Host], codename: str) -> QuerySet[Host]:
+    """Those of `hosts` the user does not hold the right on."""
     if user.is_superuser:
-        return Host.objects.none()
-    operable = hosts_operable_by(user).values("pk")
-    return Host.objects.filter(pk__in=host_ids).exclude(pk__in=operable).order_by("hostname")
+        return hosts.none()
+    return hosts.exclude(_on_nodes(nodes_with_perm(user, codename))).order_by("hostname")
 
 
-def hosts_for_target(*, node_paths: list[str], hostnames: list[str]) -> list[tuple[int, int]]:
-    """(host id, datacenter id) of every host named or under a named node; unknown names fail."""
+def hosts_for_target(*, node_paths: list[str], hostnames: list[str]) -> QuerySet[Host]:
+    """Every host named or under a named node; names that match nothing fail, naming them."""
     paths = sorted(set(node_paths))
     names = sorted(set(hostnames))
     errors: dict[str, list[str]] = {}
     known_paths = set(Node.objects.filter(path__in=paths).values_list("path", flat=True))
     if missing := [p for p in paths if p not in known_paths]:
         errors["target.nodes"] = [f"unknown node: {p}" for p in missing[:20]]
-    known_hosts = dict(Host.objects.filter(hostname__in=names).values_list("hostname", "id"))
+    known_hosts = set(Host.objects.filter(hostname__in=names).values_list("hostname", flat=True))
     if missing := [h for h in names if h not in known_hosts]:
         errors["target.hosts"] = [f"unknown host: {h}" for h in missing[:20]]
     if errors:
         first = next(iter(errors.items()))
         raise InvalidInput(f"{first[0]}: {first[1][0]}", errors)
-    query = Q(pk__in=list(known_hosts.values()))
+    query = Q(hostname__in=names)
     if paths:
-        query |= Q(nodes__in=Node.objects.filter(subtree_q(paths)))
-    rows = Host.objects.filter(query).values_list("id", "datacenter_id").distinct()
-    return sorted(set(rows))
+        query |= _on_nodes(Node.objects.filter(subtree_q(paths)))
+    return Host.objects.filter(query)
+
+
+def node_grants(node: Node) -> list[dict]:
+    """The rights granted on exactly this node, to users and to groups."""
+    from guardian.models import GroupObjectPermission, UserObjectPermission
+
+    found = [
+        {"node": node.path, "user": row.user.get_username(), "permission": row.permission.codename}
+        for row in UserObjectPermission.objects.filter(
+            content_type__model="node", object_pk=str(node.pk)
+        ).select_related("user", "permission")
+    ]
+    found += [
+        {"node": node.path, "group": row.group.name, "permission": row.permission.codename}
+        for row in GroupObjectPermission.objects.filter(
+            content_type__model="node", object_pk=str(node.pk)
+        ).select_related("group", "permission")
+    ]
+    return sorted(found, key=lambda g: (g.get("user", ""), g.get("group", ""), g["permission"]))

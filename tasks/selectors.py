@@ -1,6 +1,10 @@
 """Reads of tasks and subtasks."""
 
-from django.db.models import Count, QuerySet
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+
+from permissions.rights import VIEW
+from permissions.selectors import hosts_with_perm
 
 from .fanout import HostJob, endpoint_for
 from .models import SubTask, Task
@@ -32,10 +36,15 @@ def task_counts(task_id: int) -> dict[str, int]:
     return {row["status"]: row["n"] for row in rows}
 
 
-def tasks_visible_to(user) -> QuerySet[Task]:
-    """Tasks the user created; superusers see all. (Tree-based visibility comes with rights.)"""
+def tasks_visible_to(user: AbstractBaseUser) -> QuerySet[Task]:
+    """Tasks the user created, and tasks all of whose hosts the user can see."""
     tasks = Task.objects.select_related("plugin_version__plugin", "creator")
-    return tasks if user.is_superuser else tasks.filter(creator=user)
+    if user.is_superuser:
+        return tasks
+    unseen = SubTask.objects.filter(task=OuterRef("pk")).exclude(
+        host__in=hosts_with_perm(user, VIEW)
+    )
+    return tasks.filter(Q(creator=user) | ~Exists(unseen))
 
 
 def task_summary(task_id: int, datacenter: str | None = None) -> list[dict]:

@@ -14,7 +14,7 @@ from django.utils import timezone
 from ccs import routing
 from ccs.celery import app as celery_app
 from ccs.errors import Forbidden, InvalidInput
-from permissions.selectors import hosts_for_target, hosts_not_operable
+from permissions.selectors import OPERATE, hosts_for_target, hosts_lacking
 from plugins.models import PluginVersion
 from plugins.selectors import plugin_version_runnable
 
@@ -53,18 +53,19 @@ def params_validate(version: PluginVersion, params: dict) -> None:
 
 
 def _targets_checked(actor: AbstractBaseUser, nodes: list[str], hosts: list[str]) -> list[tuple]:
-    targets = hosts_for_target(node_paths=nodes, hostnames=hosts)
-    if not targets:
-        raise InvalidInput.field("target", "the target matches no host")
-    refused = hosts_not_operable(actor, [host_id for host_id, _ in targets])
-    count = refused.count()
-    if count:
-        names = list(refused.values_list("hostname", flat=True)[:MAX_LISTED])
+    """(host id, datacenter id) of every target host; refuses the whole task if any is not
+    operable by the actor, naming up to 20 of them and their count."""
+    target = hosts_for_target(node_paths=nodes, hostnames=hosts)
+    refused = hosts_lacking(actor, target, OPERATE)
+    if names := list(refused.values_list("hostname", flat=True)[:MAX_LISTED]):
         raise Forbidden(
-            f"you may not operate {count} of the target hosts",
+            f"you may not operate {refused.count()} of the target hosts",
             {"target": [f"not operable: {name}" for name in names]},
         )
-    return targets
+    rows = list(target.values_list("id", "datacenter_id"))
+    if not rows:
+        raise InvalidInput.field("target", "the target matches no host")
+    return rows
 
 
 def task_create(

@@ -14,12 +14,15 @@ from permissions.services import datacenter_ensure, node_ensure
 from plugins.signing import public_key_pem
 
 
-def hosts_make(dc_name: str, count: int, port: int, node_path: str | None = None) -> list[Host]:
-    """`count` hosts `<dc>-t<i>` on 127.0.0.1:port under the node (default corp/test/<dc>)."""
+def hosts_make(
+    dc_name: str, count: int, port: int, node_path: str | None = None, prefix: str | None = None
+) -> list[Host]:
+    """`count` hosts `<prefix or dc>-t<i>` on 127.0.0.1:port under the node (default
+    corp/test/<dc>)."""
     datacenter = datacenter_ensure(name=dc_name)
     node = node_ensure(path=node_path or f"corp/test/{dc_name}")
     hosts = Host.objects.bulk_create(
-        [Host(hostname=f"{dc_name}-t{i:03d}", address="127.0.0.1", port=port,
+        [Host(hostname=f"{prefix or dc_name}-t{i:03d}", address="127.0.0.1", port=port,
               datacenter=datacenter) for i in range(count)]
     )
     for host in hosts:

@@ -2,7 +2,7 @@
 
 from django.db import transaction
 
-from ccs.errors import InvalidInput
+from ccs.errors import Conflict, InvalidInput
 
 from ..models import Datacenter, Host, Node
 
@@ -28,6 +28,12 @@ def node_ensure(*, path: str) -> Node:
                 path=node_path, defaults={"name": name, "parent": parent}
             )
     return parent
+
+
+def datacenter_create(*, name: str, description: str = "") -> Datacenter:
+    if Datacenter.objects.filter(name=name).exists():
+        raise Conflict(f"datacenter {name} already exists", {"name": ["already exists"]})
+    return Datacenter.objects.create(name=name, description=description)
 
 
 def datacenter_ensure(*, name: str) -> Datacenter:
