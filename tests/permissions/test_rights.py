@@ -21,8 +21,12 @@ def _hostnames(response) -> set[str]:
 
 
 def test_nodes_list_shows_only_what_each_user_may_see(tree):
-    search = {"corp/search", "corp/search/frontend", "corp/search/frontend/bj",
-              "corp/search/frontend/sh"}
+    search = {
+        "corp/search",
+        "corp/search/frontend",
+        "corp/search/frontend/bj",
+        "corp/search/frontend/sh",
+    }
     assert _paths(client_for(tree.owner).get("/api/v1/nodes/")) == search
     assert _paths(client_for(tree.viewer).get("/api/v1/nodes/")) == search
     assert _paths(client_for(tree.member).get("/api/v1/nodes/")) == {"corp/search/frontend/bj"}
@@ -47,7 +51,8 @@ def test_hosts_are_filtered_by_scope_and_query(tree):
     owner = client_for(tree.owner)
     assert _hostnames(owner.get("/api/v1/hosts/")) == {"bj-t000", "bj-t001", "sh-t000", "sh-t001"}
     assert _hostnames(owner.get("/api/v1/hosts/", {"node": "corp/search/frontend/sh"})) == {
-        "sh-t000", "sh-t001"
+        "sh-t000",
+        "sh-t001",
     }
     assert _hostnames(owner.get("/api/v1/hosts/", {"datacenter": "dc2"})) == set()
     assert _hostnames(client_for(tree.grouped).get("/api/v1/hosts/")) == {"sh-t000", "sh-t001"}
@@ -56,7 +61,8 @@ def test_hosts_are_filtered_by_scope_and_query(tree):
     assert owner.get(f"/api/v1/hosts/{ads.pk}/").status_code == 404
     bj = tree.node["corp/search/frontend/bj"]
     assert _hostnames(client_for(tree.member).get(f"/api/v1/nodes/{bj.pk}/hosts/")) == {
-        "bj-t000", "bj-t001"
+        "bj-t000",
+        "bj-t001",
     }
 
 
@@ -66,11 +72,17 @@ def _grant(client, node: Node, method: str = "post", **body):
 
 def test_only_admins_at_or_above_grant_and_revoke_and_each_is_audited(tree):
     sh = tree.node["corp/search/frontend/sh"]
-    denied = _grant(client_for(tree.member), tree.node["corp/search/frontend/bj"],
-                    user="outsider", permission="view_node")
+    denied = _grant(
+        client_for(tree.member),
+        tree.node["corp/search/frontend/bj"],
+        user="outsider",
+        permission="view_node",
+    )
     assert denied.status_code == 403
-    assert _grant(client_for(tree.outsider), sh, user="outsider",
-                  permission="view_node").status_code == 404
+    assert (
+        _grant(client_for(tree.outsider), sh, user="outsider", permission="view_node").status_code
+        == 404
+    )
     assert RightsAudit.objects.count() == 0
 
     owner = client_for(tree.owner)
@@ -82,8 +94,11 @@ def test_only_admins_at_or_above_grant_and_revoke_and_each_is_audited(tree):
     revoked = _grant(owner, sh, "delete", user="outsider", permission="operate_node")
     assert revoked.status_code == 200
     assert _hostnames(client_for(tree.outsider).get("/api/v1/hosts/")) == set()
-    audit = list(RightsAudit.objects.order_by("id").values_list(
-        "actor__username", "action", "node_path", "principal", "permission"))
+    audit = list(
+        RightsAudit.objects.order_by("id").values_list(
+            "actor__username", "action", "node_path", "principal", "permission"
+        )
+    )
     assert audit == [
         ("owner", "grant", sh.path, "user:outsider", "operate_node"),
         ("owner", "revoke", sh.path, "user:outsider", "operate_node"),
@@ -108,9 +123,16 @@ def test_bad_grants_name_the_field(tree, body, field):
 
 
 def _create(client, **target):
-    return client.post("/api/v1/tasks/", {
-        "plugin": "ping", "params": {}, "target": target, "run_as": "root",
-    }, format="json")
+    return client.post(
+        "/api/v1/tasks/",
+        {
+            "plugin": "ping",
+            "params": {},
+            "target": target,
+            "run_as": "root",
+        },
+        format="json",
+    )
 
 
 def test_task_creation_needs_operate_on_every_target_host(tree):
@@ -123,7 +145,9 @@ def test_task_creation_needs_operate_on_every_target_host(tree):
     body = refused.json()
     assert "3 of the target hosts" in body["detail"]
     assert body["errors"]["target"] == [
-        "not operable: ads-t000", "not operable: sh-t000", "not operable: sh-t001"
+        "not operable: ads-t000",
+        "not operable: sh-t000",
+        "not operable: sh-t001",
     ]
     for who in (tree.viewer, tree.outsider):
         assert _create(client_for(who), nodes=["corp/search/frontend/bj"]).status_code == 403
