@@ -100,11 +100,11 @@ def load_settings(command: str, config: dict[str, Any]) -> Settings:
 
 def _listen(value: object) -> tuple[str, int]:
     if not isinstance(value, str) or ":" not in value:
-        raise ConfigError("listen: must be \"host:port\"")
+        raise ConfigError('listen: must be "host:port"')
     host, _, port_text = value.rpartition(":")
     host = host.strip("[]")  # allow "[::1]:7001"
     if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError("listen: must be \"host:port\" with a port 0..65535")
+        raise ConfigError('listen: must be "host:port" with a port 0..65535')
     return host, int(port_text)
 
 

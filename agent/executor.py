@@ -140,33 +140,20 @@ class Executor:
         if self.exec_mode == "dry":
             out = _Capture.of(f"dry-run {plan.plugin} v{plan.version}\n".encode())
             return _result(plan.job_id, "success", 0, out, _Capture.of(b""), started)
-        workdir = tempfile.mkdtemp(prefix="ccs-job-")
+        workdir = None
         try:
-            outcome = await self._run_in(workdir, plan)
-        except OSError as exc:
-            empty = _Capture.of(b"")
-            reason = f"spawn-failed: {exc}"
-            return _result(plan.job_id, "failed", None, empty, empty, started, reason)
+            try:
+                workdir = tempfile.mkdtemp(prefix="ccs-job-")
+                proc = _spawn(workdir, plan)
+            except OSError as exc:
+                empty = _Capture.of(b"")
+                reason = f"spawn-failed: {exc}"
+                return _result(plan.job_id, "failed", None, empty, empty, started, reason)
+            outcome = await self._supervise(proc, plan.timeout)
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            if workdir is not None:
+                shutil.rmtree(workdir, ignore_errors=True)
         return _outcome_result(plan, outcome, started)
-
-    async def _run_in(self, workdir: str, plan: Plan) -> _Outcome:
-        script = _prepare_workdir(workdir, plan)
-        with open(os.path.join(workdir, "params.json"), "rb") as stdin:
-            proc = subprocess.Popen(
-                [plan.interpreter, script],
-                stdin=stdin,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=workdir,
-                env=job_env(plan),
-                close_fds=True,
-                # own session and process group, so a timeout can kill everything it spawned
-                start_new_session=True,
-                **_identity(plan.account),
-            )
-        return await self._supervise(proc, plan.timeout)
 
     async def _supervise(self, proc: subprocess.Popen[bytes], timeout: float) -> _Outcome:
         exited = _wait_in_thread(proc)
@@ -178,12 +165,9 @@ class Executor:
         except asyncio.CancelledError:
             # the agent is shutting down: leave nothing of the job behind, and return only
             # once the job is really gone so that a restart cannot overlap with it
-            _signal_group(proc.pid, signal.SIGKILL)
-            print("CANCEL-KILL", proc.pid, flush=True)
             for capture in captures:
                 capture.close()
-            await asyncio.wait([exited], timeout=self.kill_grace)
-            print("CANCEL-DONE", exited, flush=True)
+            await _kill_group(proc.pid, exited, self.kill_grace)
             raise
         await _finish_reading(captures, self.kill_grace)
         code = None if timed_out else exited.result()
@@ -198,6 +182,23 @@ class Executor:
             await _stop_group(pgid, exited, self.kill_grace)
             return True
         return False
+
+
+def _spawn(workdir: str, plan: Plan) -> subprocess.Popen[bytes]:
+    script = _prepare_workdir(workdir, plan)
+    with open(os.path.join(workdir, "params.json"), "rb") as stdin:
+        return subprocess.Popen(
+            [plan.interpreter, script],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=workdir,
+            env=job_env(plan),
+            close_fds=True,
+            # own session and process group, so a timeout can kill everything it spawned
+            start_new_session=True,
+            **_identity(plan.account),
+        )
 
 
 def _checked_fields(job: object) -> dict[str, Any]:
@@ -401,8 +402,19 @@ async def _stop_group(pgid: int, exited: asyncio.Future[int], grace: float) -> N
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and _group_alive(pgid):
         await asyncio.sleep(0.05)
+    await _kill_group(pgid, exited, grace)
+
+
+async def _kill_group(pgid: int, exited: asyncio.Future[int], settle: float) -> None:
+    """SIGKILL the group and wait until nothing of it runs any more (for at most `settle`)."""
     _signal_group(pgid, signal.SIGKILL)
-    await exited
+    await asyncio.wait([exited], timeout=settle)
+    deadline = time.monotonic() + settle
+    # a killed process lingers until scheduled, and one forked just before the signal
+    # may miss it: signal again until the group is really empty
+    while time.monotonic() < deadline and _group_alive(pgid):
+        _signal_group(pgid, signal.SIGKILL)
+        await asyncio.sleep(0.01)
 
 
 async def _finish_reading(captures: list[_Capture], grace: float) -> None:

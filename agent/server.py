@@ -226,12 +226,19 @@ class AgentServer:
     async def _execute(self, host: _Host, plan: Plan) -> dict[str, Any]:
         log.info(
             "job-start host=%s job=%s plugin=%s version=%s account=%s",
-            host.host_id, plan.job_id, plan.plugin, plan.version, plan.account.name,
+            host.host_id,
+            plan.job_id,
+            plan.plugin,
+            plan.version,
+            plan.account.name,
         )
         result = await self.executor.execute(plan)
         log.info(
             "job-end host=%s job=%s status=%s exit_code=%s",
-            host.host_id, plan.job_id, result["status"], result["exit_code"],
+            host.host_id,
+            plan.job_id,
+            result["status"],
+            result["exit_code"],
         )
         return result
 

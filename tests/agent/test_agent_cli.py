@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,8 +25,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def _command() -> list[str]:
     # the console script exists once the project is installed; `python -m agent` always does
-    script = shutil.which("ccs-agent")
-    return [script] if script else [sys.executable, "-m", "agent"]
+    script = Path(sys.executable).parent / "ccs-agent"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "agent"]
 
 
 def _start(command: str, config: dict[str, Any], tmp_path: Path) -> subprocess.Popen[str]:

@@ -130,9 +130,7 @@ def test_python3_plugin_runs(run: Any, make_job: Job) -> None:
     assert (result["status"], result["stdout"]) == ("success", "42\n")
 
 
-def test_timeout_kills_the_whole_process_group_and_keeps_output(
-    run: Any, make_job: Job
-) -> None:
+def test_timeout_kills_the_whole_process_group_and_keeps_output(run: Any, make_job: Job) -> None:
     body = 'echo "group $$"\nsleep 30 &\necho "child $!"\nsleep 30\necho never\n'
     result = run(make_job(body, timeout=1))
     assert (result["status"], result["exit_code"]) == ("timeout", None)

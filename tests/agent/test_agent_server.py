@@ -374,9 +374,6 @@ def test_closing_the_server_kills_running_jobs(
         await pool.close()
 
     asyncio.run(scenario())
-    pid = int(pid_file.read_text())
-    for p in living_members(pid):
-        print("ALIVE", p, open(f"/proc/{p}/stat").read(), open(f"/proc/{p}/cmdline").read())
     assert living_members(int(pid_file.read_text())) == []
 
 
