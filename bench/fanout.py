@@ -12,7 +12,6 @@ runs the plugin for real on this machine.
 
 import argparse
 import asyncio
-import socket
 import threading
 import time
 
@@ -30,7 +29,7 @@ def main() -> None:
     url = django_on_bench_database()
     from django.conf import settings
 
-    from ccs.stack import Stack, StackError, port_open, wait_for
+    from ccs.stack import WORKER_PROCESSES, Stack, StackError, port_open, wait_for, workers_ready
 
     seeded = seed(args.hosts, args.exec_mode)
     stack = Stack()
@@ -38,7 +37,7 @@ def main() -> None:
     try:
         for name, config in seeded.items():
             stack.start(f"fleet-{name}", f"ccs-agent fleet --config {config['path']}")
-        for name in ("controller", "worker-dc1", "worker-dc2"):
+        for name in WORKER_PROCESSES:
             stack.start(name)
         for name, config in seeded.items():
             wait_for(lambda p=config["port"]: port_open(p), f"fleet-{name}")
@@ -78,13 +77,6 @@ def seed(hosts: int, exec_mode: str) -> dict[str, dict]:
                      exec_mode=exec_mode, verbosity=0)
         seeded[name] = {"port": port, "path": path, "count": count}
     return seeded
-
-
-def workers_ready(broker: str) -> bool:
-    from celery import Celery
-
-    names = [f"{n}@{socket.gethostname()}" for n in ("controller", "dc1", "dc2")]
-    return len(Celery(broker=broker).control.ping(destination=names, timeout=0.5)) == 3
 
 
 class MessageCounter:

@@ -3,7 +3,11 @@
 import os
 from pathlib import Path
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from django.core.exceptions import ImproperlyConfigured
+
+from agent.signing import load_public_key
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -70,3 +74,23 @@ def secret_file(name: str, default_path: Path) -> bytes:
         raise ImproperlyConfigured(
             f"{name}_FILE: cannot read {path} (run `make secrets` to create the demo secrets)"
         ) from None
+
+
+def env_public_keys(name: str) -> list[str]:
+    """Ed25519 public keys from `NAME`: comma-separated paths of PEM files or base64 raw keys.
+
+    Returned as PEM; a key that cannot be read or parsed fails naming `NAME[index]`."""
+    keys = []
+    for index, item in enumerate(env_list(name, [])):
+        path = Path(item)
+        try:
+            key = load_public_key(path.read_bytes() if path.is_file() else item)
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise ImproperlyConfigured(
+                f"{name}[{index}]: neither a PEM file nor a base64 Ed25519 public key ({exc})"
+            ) from None
+        pem = key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        keys.append(pem.decode())
+    return keys

@@ -2,27 +2,26 @@
 
 from typing import Any
 
-from kombu import Queue
-
 QUEUE_CONTROL = "control"
 QUEUE_CALLBACKS = "callbacks"
 
 TASK_RELEASE = "ccs.control.task_release"
+TASK_AUTO_RESUME = "ccs.control.task_auto_resume"
 TASK_RUN_SHARD = "ccs.dc.shard_run"
+TASK_HOST_CONTROL = "ccs.dc.subtasks_control"
 
-# Tasks with a fixed queue. Shards go to their datacenter's queue (see route_task).
+# Tasks with a fixed queue. Datacenter tasks go to their datacenter's queues (see route_task).
 FIXED_ROUTES: dict[str, str] = {
     TASK_RELEASE: QUEUE_CONTROL,
+    TASK_AUTO_RESUME: QUEUE_CONTROL,
 }
 
 
 def dc_queue(datacenter: str, priority: str = "normal") -> str:
-    """The queue of a datacenter's worker fleet: `dc.<name>` or `dc.<name>.high`."""
-    return f"dc.{datacenter}.high" if priority == "high" else f"dc.{datacenter}"
-
-
-def dc_queues(datacenter: str) -> list[Queue]:
-    return [Queue(dc_queue(datacenter)), Queue(dc_queue(datacenter, "high"))]
+    """A datacenter's queue: `dc.<name>` (normal shards), `dc.<name>.high` (high-priority
+    shards) or `dc.<name>.control` (pause/resume/stop of running subtasks). The last two are
+    consumed by workers of their own, so a flood of normal work never delays them."""
+    return f"dc.{datacenter}" if priority == "normal" else f"dc.{datacenter}.{priority}"
 
 
 def route_task(name: str, args: Any, kwargs: dict, options: dict, task: Any = None, **kw: Any):
@@ -30,4 +29,6 @@ def route_task(name: str, args: Any, kwargs: dict, options: dict, task: Any = No
         return {"queue": FIXED_ROUTES[name]}
     if name == TASK_RUN_SHARD:
         return {"queue": dc_queue(kwargs["datacenter"], kwargs.get("priority", "normal"))}
+    if name == TASK_HOST_CONTROL:
+        return {"queue": dc_queue(kwargs["datacenter"], "control")}
     return None

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from .env import env_bool, env_int, env_list, env_str, secret_file
+from .env import env_bool, env_int, env_list, env_public_keys, env_str, secret_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("CCS_VAR_DIR", str(BASE_DIR / "var")))
@@ -130,12 +130,20 @@ CELERY_TASK_ALWAYS_EAGER = False
 # The agent channel and plugin signing.
 CCS_CHANNEL_MASTER_SECRET = secret_file("CCS_CHANNEL_MASTER_SECRET", VAR_DIR / "master.secret")
 CCS_SIGNING_KEY = secret_file("CCS_SIGNING_KEY", VAR_DIR / "signing-key.pem")
+# Public keys of signing keys used before a rotation: their approvals stay valid (agents keep
+# accepting them) and are recognised here; comma-separated PEM file paths or base64 raw keys.
+CCS_SIGNING_PREVIOUS_KEYS = env_public_keys("CCS_SIGNING_PREVIOUS_KEYS")
 CCS_SHARD_SIZE = env_int("CCS_SHARD_SIZE", 1000, minimum=1)
 CCS_FANOUT_CONCURRENCY = env_int("CCS_FANOUT_CONCURRENCY", 500, minimum=1)
 CCS_CONNECT_TIMEOUT = env_int("CCS_CONNECT_TIMEOUT", 5, minimum=1)
 CCS_OUTPUT_CAP = env_int("CCS_OUTPUT_CAP", 65536, minimum=1024)
 CCS_RESULT_FLUSH_ROWS = env_int("CCS_RESULT_FLUSH_ROWS", 500, minimum=1)
 CCS_RESULT_FLUSH_MS = env_int("CCS_RESULT_FLUSH_MS", 200, minimum=1)
+
+# Default quotas; per-user overrides and blocks are set in the admin (tasks.Quota).
+CCS_QUOTA_TASKS_PER_MINUTE = env_int("CCS_QUOTA_TASKS_PER_MINUTE", 60, minimum=1)
+CCS_QUOTA_HOSTS_PER_TASK = env_int("CCS_QUOTA_HOSTS_PER_TASK", 50000, minimum=1)
+CCS_QUOTA_RUNNING_TASKS = env_int("CCS_QUOTA_RUNNING_TASKS", 20, minimum=1)
 
 LOGGING = {
     "version": 1,

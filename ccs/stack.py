@@ -121,3 +121,20 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
 
 def command_line(*args: str) -> str:
     return " ".join(shlex.quote(a) for a in args)
+
+
+# The Celery workers of the Procfile, by process name; each is named `<name>@<host>`.
+WORKER_PROCESSES = ("controller", "worker-dc1", "worker-dc1-high", "worker-dc2", "worker-dc2-high")
+
+
+def worker_node_name(process: str) -> str:
+    return f"{process.removeprefix('worker-')}@{socket.gethostname()}"
+
+
+def workers_ready(broker: str, processes: tuple[str, ...] = WORKER_PROCESSES) -> bool:
+    """Whether every one of these workers answers a ping on the broker."""
+    from celery import Celery
+
+    expected = {worker_node_name(p) for p in processes}
+    replies = Celery(broker=broker).control.ping(destination=sorted(expected), timeout=1.0)
+    return expected <= {name for reply in replies for name in reply}

@@ -7,10 +7,11 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.routers import DefaultRouter
 
 from permissions.apis import DatacenterViewSet, HostViewSet, NodeViewSet
-from tasks.apis import TaskViewSet
+from tasks.apis import SubTaskViewSet, TaskViewSet
 
 router = DefaultRouter(trailing_slash=True)
 router.register("tasks", TaskViewSet, basename="task")
+router.register("subtasks", SubTaskViewSet, basename="subtask")
 router.register("datacenters", DatacenterViewSet, basename="datacenter")
 router.register("nodes", NodeViewSet, basename="node")
 router.register("hosts", HostViewSet, basename="host")

@@ -1,15 +1,25 @@
-"""The tasks API: create, read, subtasks and grouped summary."""
+"""The tasks API: create and read tasks, their subtasks and summary; pause, resume, stop."""
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from . import selectors, services
 from .models import SubTask, Task
+from .permissions import CanOperateSubtask, CanOperateTask
 from .serializers import SubTaskOut, SummaryGroupOut, TaskCreateIn, TaskDetailOut, TaskOut
+
+
+def _control(data: dict, task_type: str) -> services.ControlData:
+    return services.ControlData(
+        timeout=data.get("timeout"), priority=data.get("priority", Task.Priority.NORMAL),
+        concurrency=data.get("concurrency"), batches=data.get("batches", []),
+        failure_threshold=data.get("failure_threshold") or "",
+        auto_resume=data.get("auto_resume"), task_type=task_type,
+    )
 
 
 class TaskViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
@@ -20,8 +30,14 @@ class TaskViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def get_queryset(self):
         return selectors.tasks_visible_to(self.request.user)
 
-    def _task(self, pk: str):
-        return get_object_or_404(self.get_queryset(), pk=pk)
+    def get_permissions(self):
+        extra = [CanOperateTask()] if self.action in ("pause", "resume", "stop") else []
+        return [*super().get_permissions(), *extra]
+
+    def _task(self, pk: str) -> Task:
+        task = get_object_or_404(self.get_queryset(), pk=pk)
+        self.check_object_permissions(self.request, task)
+        return task
 
     @extend_schema(request=TaskCreateIn, responses={201: TaskDetailOut})
     def create(self, request: Request) -> Response:
@@ -31,17 +47,37 @@ class TaskViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         task = services.task_create(
             actor=request.user, plugin=v["plugin"], version=v.get("version"),
             params=v["params"], nodes=v["target"]["nodes"], hosts=v["target"]["hosts"],
-            run_as=v["run_as"], timeout=v["control"].get("timeout"),
-            priority=v["control"].get("priority", Task.Priority.NORMAL),
+            run_as=v["run_as"], control=_control(v["control"], v["type"]),
         )
-        return Response(self._detail(task).data, status=201)
+        return Response(self._detail(task).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses=TaskDetailOut)
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response(self._detail(self._task(pk)).data)
 
-    def _detail(self, task) -> TaskDetailOut:
+    def _detail(self, task: Task) -> TaskDetailOut:
+        task.refresh_from_db()
         return TaskDetailOut(task, context={"counts": selectors.task_counts(task.pk)})
+
+    def _operate(self, pk: str, service) -> Response:
+        task = self._task(pk)
+        task = service(actor=self.request.user, task_id=task.pk)
+        return Response(self._detail(task).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={202: TaskDetailOut})
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, pk: str) -> Response:
+        return self._operate(pk, services.task_pause)
+
+    @extend_schema(request=None, responses={202: TaskDetailOut})
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str) -> Response:
+        return self._operate(pk, services.task_resume)
+
+    @extend_schema(request=None, responses={202: TaskDetailOut})
+    @action(detail=True, methods=["post"])
+    def stop(self, request: Request, pk: str) -> Response:
+        return self._operate(pk, services.task_stop)
 
     @extend_schema(
         responses=SubTaskOut(many=True),
@@ -51,8 +87,8 @@ class TaskViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     def subtasks(self, request: Request, pk: str) -> Response:
         task = self._task(pk)
         rows = SubTask.objects.filter(task=task).select_related("host", "datacenter").order_by("id")
-        if status := request.query_params.get("status"):
-            rows = rows.filter(status=status)
+        if status_ := request.query_params.get("status"):
+            rows = rows.filter(status=status_)
         if datacenter := request.query_params.get("datacenter"):
             rows = rows.filter(datacenter__name=datacenter)
         page = self.paginate_queryset(rows)
@@ -66,3 +102,39 @@ class TaskViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         task = self._task(pk)
         groups = selectors.task_summary(task.pk, request.query_params.get("datacenter"))
         return Response({"task": task.pk, "total": task.total_hosts, "groups": groups})
+
+
+class SubTaskViewSet(viewsets.GenericViewSet):
+    """One host's part of a task; pause, resume and stop it."""
+
+    serializer_class = SubTaskOut
+
+    def get_queryset(self):
+        return selectors.subtasks_visible_to(self.request.user)
+
+    def get_permissions(self):
+        extra = [CanOperateSubtask()] if self.action in ("pause", "resume", "stop") else []
+        return [*super().get_permissions(), *extra]
+
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(SubTaskOut(self.get_object()).data)
+
+    def _operate(self, service) -> Response:
+        subtask = self.get_object()
+        service(actor=self.request.user, subtask_id=subtask.pk)
+        return Response(SubTaskOut(self.get_object()).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(request=None, responses={202: SubTaskOut})
+    @action(detail=True, methods=["post"])
+    def pause(self, request: Request, pk: str) -> Response:
+        return self._operate(services.subtask_pause)
+
+    @extend_schema(request=None, responses={202: SubTaskOut})
+    @action(detail=True, methods=["post"])
+    def resume(self, request: Request, pk: str) -> Response:
+        return self._operate(services.subtask_resume)
+
+    @extend_schema(request=None, responses={202: SubTaskOut})
+    @action(detail=True, methods=["post"])
+    def stop(self, request: Request, pk: str) -> Response:
+        return self._operate(services.subtask_stop)

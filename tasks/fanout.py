@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 # Time the agent may need beyond the plugin's timeout to kill it and answer.
 REPLY_MARGIN = 15.0
 _DONE = object()
+# Final states an agent may report for a job, as subtask states.
+AGENT_OUTCOMES = frozenset({
+    SubTaskStatus.SUCCESS, SubTaskStatus.FAILED, SubTaskStatus.TIMEOUT, SubTaskStatus.STOPPED,
+    SubTaskStatus.LOST,
+})
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ def result_from_reply(subtask_id: int, reply: dict) -> HostResult:
     status = result["status"]
     if status == "refused":
         return failure(subtask_id, f"refused by agent: {result.get('reason')}")
-    if status not in (SubTaskStatus.SUCCESS, SubTaskStatus.FAILED, SubTaskStatus.TIMEOUT):
+    if status not in AGENT_OUTCOMES:
         return failure(subtask_id, f"agent answered unknown status {status!r}")
     return HostResult(
         subtask_id=subtask_id, status=status, exit_code=result.get("exit_code"),
@@ -114,6 +119,23 @@ class Fanout:
         future = asyncio.run_coroutine_threadsafe(_run_all(pool, jobs, results), loop)
         _drain(results, save, settings.CCS_RESULT_FLUSH_ROWS, settings.CCS_RESULT_FLUSH_MS / 1000)
         future.result()
+
+
+    def call_all(self, requests: list[tuple[Endpoint, dict]], timeout: float) -> list:
+        """Send one request to each endpoint; the replies (or the exceptions) in order."""
+        loop, pool = self._started()
+
+        async def call_each() -> list:
+            limit = asyncio.Semaphore(settings.CCS_FANOUT_CONCURRENCY)
+
+            async def one(endpoint: Endpoint, message: dict):
+                async with limit:
+                    return await pool.request(endpoint, message, timeout)
+
+            calls = (one(endpoint, message) for endpoint, message in requests)
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+        return asyncio.run_coroutine_threadsafe(call_each(), loop).result()
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

@@ -28,8 +28,15 @@ class Task(models.Model):
     status = models.CharField(max_length=16, choices=TaskStatus.choices, default=TaskStatus.PENDING)
     task_type = models.CharField(max_length=32, default="adhoc")
     concurrency = models.PositiveIntegerField(null=True, blank=True)
+    # Sizes of the batches, each a count or a percentage of the hosts; the task pauses after
+    # every batch but the last. `batch` is the index of the batch being released.
     batches = models.JSONField(default=list, blank=True)
+    batch = models.PositiveIntegerField(default=0)
+    auto_resume = models.PositiveIntegerField(null=True, blank=True)
     failure_threshold = models.CharField(max_length=16, blank=True)
+    paused_reason = models.CharField(max_length=300, blank=True)
+    # Failures an operator already saw when resuming past the failure threshold.
+    failures_acknowledged = models.PositiveIntegerField(default=0)
     timeout = models.PositiveIntegerField()
     priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
     callback_url = models.URLField(max_length=2000, blank=True)
@@ -95,3 +102,19 @@ class TaskEvent(models.Model):
 
     def __str__(self) -> str:
         return f"task {self.task_id} #{self.seq}"
+
+
+class Quota(models.Model):
+    """A user's limits, overriding the defaults in settings; or a block."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ccs_quota"
+    )
+    tasks_per_minute = models.PositiveIntegerField(null=True, blank=True)
+    hosts_per_task = models.PositiveIntegerField(null=True, blank=True)
+    running_tasks = models.PositiveIntegerField(null=True, blank=True)
+    blocked = models.BooleanField(default=False)
+    blocked_reason = models.CharField(max_length=300, blank=True)
+
+    def __str__(self) -> str:
+        return f"quota of {self.user}"

@@ -3,7 +3,7 @@
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
-from permissions.rights import VIEW
+from permissions.rights import OPERATE, VIEW
 from permissions.selectors import hosts_with_perm
 
 from .fanout import HostJob, endpoint_for
@@ -65,3 +65,28 @@ def task_summary(task_id: int, datacenter: str | None = None) -> list[dict]:
         first = sample.values("stdout", "stderr", "reason").first() or {}
         group.update(first)
     return groups
+
+
+def task_operable_by(user: AbstractBaseUser, task: Task) -> bool:
+    """Its creator, and users who can operate every one of its hosts."""
+    if user.is_superuser or task.creator_id == user.pk:
+        return True
+    outside = SubTask.objects.filter(task=task).exclude(host__in=hosts_with_perm(user, OPERATE))
+    return not outside.exists()
+
+
+def subtasks_visible_to(user: AbstractBaseUser) -> QuerySet[SubTask]:
+    """Subtasks of the tasks the user sees, and subtasks on hosts the user may see."""
+    subtasks = SubTask.objects.select_related("host", "datacenter")
+    if user.is_superuser:
+        return subtasks
+    return subtasks.filter(
+        Q(task__in=tasks_visible_to(user)) | Q(host__in=hosts_with_perm(user, VIEW))
+    )
+
+
+def subtask_operable_by(user: AbstractBaseUser, subtask: SubTask) -> bool:
+    """The task's creator, and users who can operate the subtask's host."""
+    if user.is_superuser or subtask.task.creator_id == user.pk:
+        return True
+    return hosts_with_perm(user, OPERATE).filter(pk=subtask.host_id).exists()

@@ -12,9 +12,25 @@ class TargetIn(StrictSerializerMixin, serializers.Serializer):
     hosts = serializers.ListField(child=serializers.CharField(max_length=253), default=list)
 
 
+class CountOrPercent(serializers.Field):
+    """A positive count or a percentage string like "10%" (checked by tasks.control)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, int | str):
+            raise serializers.ValidationError("a count or a percentage like '10%'")
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
 class ControlIn(StrictSerializerMixin, serializers.Serializer):
     timeout = serializers.IntegerField(min_value=1, required=False)
     priority = serializers.ChoiceField(choices=Task.Priority.choices, default="normal")
+    concurrency = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+    batches = serializers.ListField(child=CountOrPercent(), max_length=20, default=list)
+    failure_threshold = CountOrPercent(required=False, allow_null=True)
+    auto_resume = serializers.IntegerField(min_value=1, required=False, allow_null=True)
 
 
 class TaskCreateIn(StrictSerializerMixin, serializers.Serializer):
@@ -24,6 +40,7 @@ class TaskCreateIn(StrictSerializerMixin, serializers.Serializer):
     target = TargetIn()
     run_as = serializers.CharField(max_length=64)
     control = ControlIn(default=dict)
+    type = serializers.SlugField(max_length=32, default="adhoc")
 
     def validate_target(self, target: dict) -> dict:
         if not target["nodes"] and not target["hosts"]:
@@ -40,12 +57,19 @@ class TaskOut(serializers.ModelSerializer):
     class Meta:
         model = Task
         fields = [
-            "id", "plugin", "version", "params", "run_as", "status", "task_type", "creator",
-            "control", "total_hosts", "created_at", "started_at", "finished_at",
+            "id", "plugin", "version", "params", "run_as", "status", "paused_reason", "type",
+            "creator", "control", "batch", "total_hosts", "created_at", "started_at",
+            "finished_at",
         ]
 
+    type = serializers.CharField(source="task_type")
+
     def get_control(self, task: Task) -> dict:
-        return {"timeout": task.timeout, "priority": task.priority}
+        return {
+            "timeout": task.timeout, "priority": task.priority, "concurrency": task.concurrency,
+            "batches": task.batches, "failure_threshold": task.failure_threshold or None,
+            "auto_resume": task.auto_resume,
+        }
 
 
 class TaskDetailOut(TaskOut):

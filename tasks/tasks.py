@@ -1,16 +1,30 @@
 """Celery tasks of the task engine: thin wrappers that take ids and call one service."""
 
+import logging
+
 from celery import shared_task
 
 from ccs import routing
+from ccs.errors import Conflict
 
 from . import services
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name=routing.TASK_RELEASE, acks_late=True)
 def task_release(task_id: int) -> int:
-    """Controller: queue a task's pending subtasks as datacenter shards."""
+    """Controller: release what a task may run now, as datacenter shards."""
     return services.task_release(task_id=task_id)
+
+
+@shared_task(name=routing.TASK_AUTO_RESUME, acks_late=True)
+def task_auto_resume(task_id: int, batch: int) -> None:
+    """Controller: resume a task still waiting at the pause point it was scheduled for."""
+    try:
+        services.task_resume(actor=None, task_id=task_id, batch=batch)
+    except Conflict:
+        log.info("task %s: auto-resume at batch %s no longer applies", task_id, batch)
 
 
 @shared_task(name=routing.TASK_RUN_SHARD, bind=True, acks_late=True)
@@ -19,3 +33,11 @@ def shard_run(self, task_id: int, datacenter: str, priority: str, subtask_ids: l
     return services.shard_run(
         task_id=task_id, subtask_ids=subtask_ids, worker=self.request.hostname or ""
     )
+
+
+@shared_task(name=routing.TASK_HOST_CONTROL, acks_late=True)
+def subtasks_control(task_id: int, datacenter: str, op: str, subtask_ids: list[int]) -> dict:
+    """Datacenter control worker: pause, resume or stop jobs on their hosts."""
+    answers = services.host_control_run(task_id=task_id, op=op, subtask_ids=subtask_ids)
+    log.info("task %s: %s on %d subtasks: %s", task_id, op, len(answers), answers)
+    return {str(k): v for k, v in answers.items()}

@@ -20,7 +20,7 @@ from ccs.db import bulk_update_rows, counter_advance, insert_rows, update_ids
 
 from .broadcast import events_publish
 from .models import SubTask, Task, TaskEvent
-from .states import FINAL, SubTaskStatus, TaskStatus, predecessors
+from .states import SubTaskStatus, TaskStatus, predecessors
 
 
 class ConcurrentChange(Exception):
@@ -139,18 +139,6 @@ def task_mark_started(task_id: int, at: datetime) -> None:
     )
 
 
-def task_finish_if_done(task_id: int, at: datetime) -> bool:
-    """Mark the task finished once no subtask is left in a non-final state (call it under
-    the task row lock, after events_record)."""
-    if SubTask.objects.filter(task_id=task_id).exclude(status__in=FINAL).exists():
-        return False
-    return bool(
-        Task.objects.filter(pk=task_id)
-        .exclude(status=TaskStatus.FINISHED)
-        .update(status=TaskStatus.FINISHED, finished_at=at)
-    )
-
-
 __all__ = [
     "SubTaskStatus",
     "Moved",
@@ -161,5 +149,4 @@ __all__ = [
     "move_with_rows",
     "events_record",
     "task_mark_started",
-    "task_finish_if_done",
 ]

@@ -1,14 +1,13 @@
 """Fixtures shared by every test: users, API clients, and the real stack for integration tests."""
 
 import os
-import socket
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 from rest_framework.test import APIClient
 
-from ccs.stack import Stack, wait_for
+from ccs.stack import WORKER_PROCESSES, Stack, wait_for, workers_ready
 from plugins.services import builtin_plugins_install
 
 
@@ -30,11 +29,6 @@ def builtins(db) -> None:
     builtin_plugins_install()
 
 
-def _worker_names() -> list[str]:
-    host = socket.gethostname()
-    return [f"{name}@{host}" for name in ("controller", "dc1", "dc2")]
-
-
 @pytest.fixture(scope="session")
 def workers(django_db_setup, django_db_blocker):
     """The controller and one Celery worker per datacenter, as real processes on the test DB."""
@@ -46,16 +40,10 @@ def workers(django_db_setup, django_db_blocker):
     env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     Celery(broker=settings.CELERY_BROKER_URL).control.purge()
     stack = Stack(env=env)
-    for name in ("controller", "worker-dc1", "worker-dc2"):
+    for name in WORKER_PROCESSES:
         stack.start(name)
-    app = Celery(broker=settings.CELERY_BROKER_URL)
-
-    def ready() -> bool:
-        replies = app.control.ping(destination=_worker_names(), timeout=0.5)
-        return len(replies) == 3
-
     try:
-        wait_for(ready, "celery workers", timeout=60)
+        wait_for(lambda: workers_ready(settings.CELERY_BROKER_URL), "celery workers", timeout=90)
         yield stack
     finally:
         stack.stop()

@@ -1,5 +1,6 @@
 """Writes of the tree, inventory and rights."""
 
+from .hosts_import import ImportCounts, hosts_import
 from .inventory import (
     datacenter_create,
     datacenter_ensure,
@@ -13,6 +14,8 @@ from .tree import node_create, node_delete, node_move, node_rename
 __all__ = [
     "datacenter_create",
     "datacenter_ensure",
+    "hosts_import",
+    "ImportCounts",
     "node_create",
     "node_delete",
     "node_ensure",

@@ -2,21 +2,26 @@
 from the Procfile, run the built-in `ping` plugin on every host through the REST API."""
 
 import secrets
-import socket
 import time
 
 import httpx
-from celery import Celery
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from rest_framework.authtoken.models import Token
 
-from ccs.stack import Stack, StackError, free_port, port_open, wait_for
+from ccs.stack import (
+    Stack,
+    StackError,
+    free_port,
+    port_open,
+    procfile_entries,
+    wait_for,
+    workers_ready,
+)
 
 DATACENTERS = ("dc1", "dc2")
-WORKERS = ("controller", "dc1", "dc2")
 
 
 class Command(BaseCommand):
@@ -75,21 +80,13 @@ class Command(BaseCommand):
             CCS_WEB_PORT=str(web_port),
             CCS_FLOWER_PORT=str(flower_port),
         )
-        for name in (
-            "web",
-            "controller",
-            "worker-dc1",
-            "worker-dc2",
-            "flower",
-            "fleet-dc1",
-            "fleet-dc2",
-        ):
+        for name in procfile_entries():
             stack.start(name)
         for name, port in fleet_ports.items():
             fleet = f"fleet-{name}"
             wait_for(lambda p=port: port_open(p), fleet, proc=stack.procs[fleet])
         wait_for(lambda: port_open(web_port), "web", proc=stack.procs["web"])
-        wait_for(lambda: _workers_ready(broker), "celery workers", timeout=60)
+        wait_for(lambda: workers_ready(broker), "celery workers", timeout=90)
         self.flower = f"http://127.0.0.1:{flower_port}/"
         return f"http://127.0.0.1:{web_port}"
 
@@ -135,11 +132,3 @@ class Command(BaseCommand):
         self.stdout.write(f"done in {elapsed:.2f} s (API create to every result stored)")
         if task["counts"].get("success", 0) != task["total_hosts"]:
             raise CommandError("not every host succeeded")
-
-
-def _workers_ready(broker: str) -> bool:
-    app = Celery(broker=broker)
-    expected = {f"{name}@{socket.gethostname()}" for name in WORKERS}
-    replies = app.control.ping(destination=sorted(expected), timeout=1.0)
-    seen = {name for reply in replies for name in reply}
-    return expected <= seen

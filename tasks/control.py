@@ -1,0 +1,91 @@
+"""Control data of a task — batches, concurrency, failure threshold — parsed and applied.
+
+Pure functions: no database, so the controller's arithmetic is tested on its own.
+"""
+
+import math
+import re
+from dataclasses import dataclass
+
+from ccs.errors import InvalidInput
+
+PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)%")
+MAX_BATCHES = 20
+
+
+def _amount(value: object, total: int, field: str) -> int:
+    """A count (positive int) or a percentage ("10%") of `total`, at least 1."""
+    if isinstance(value, bool):
+        raise InvalidInput.field(field, f"{value!r} is neither a count nor a percentage")
+    if isinstance(value, int):
+        if value < 1:
+            raise InvalidInput.field(field, f"{value} must be at least 1")
+        return value
+    if isinstance(value, str) and (match := PERCENT.fullmatch(value.strip())):
+        percent = float(match.group(1))
+        if not 0 < percent <= 100:
+            raise InvalidInput.field(field, f"{value} must be above 0% and at most 100%")
+        return max(1, math.ceil(total * percent / 100))
+    raise InvalidInput.field(field, f"{value!r} is neither a count nor a percentage like '10%'")
+
+
+def batches_check(batches: object) -> list:
+    if not isinstance(batches, list) or len(batches) > MAX_BATCHES:
+        raise InvalidInput.field("control.batches", f"a list of at most {MAX_BATCHES} sizes")
+    for index, size in enumerate(batches):
+        _amount(size, 100, f"control.batches[{index}]")
+    return batches
+
+
+def threshold_check(threshold: object) -> str:
+    if threshold in (None, ""):
+        return ""
+    _amount(threshold, 100, "control.failure_threshold")
+    return str(threshold)
+
+
+def batch_limits(batches: list, total: int) -> list[int]:
+    """Cumulative host counts at the end of each batch; the last batch takes the rest."""
+    if not batches:
+        return [total]
+    limits, running = [], 0
+    for index, size in enumerate(batches):
+        running = min(total, running + _amount(size, total, f"control.batches[{index}]"))
+        limits.append(running)
+    limits[-1] = total
+    return limits
+
+
+def failure_limit(threshold: str, total: int) -> int | None:
+    if not threshold:
+        return None
+    value: object = int(threshold) if threshold.isdigit() else threshold
+    return _amount(value, total, "control.failure_threshold")
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a task's subtasks have come, from their counts per state."""
+
+    total: int
+    unreleased: int  # pending or held
+    in_flight: int  # queued, running or paused
+    failures: int  # failed or timed out
+
+    @property
+    def released(self) -> int:
+        return self.total - self.unreleased
+
+    @property
+    def done(self) -> bool:
+        return self.unreleased == 0 and self.in_flight == 0
+
+
+def release_budget(
+    progress: Progress, batch_limit: int, concurrency: int | None
+) -> int:
+    """How many more subtasks may be released now."""
+    budget = min(batch_limit - progress.released, progress.unreleased)
+    if concurrency:
+        budget = min(budget, concurrency - progress.in_flight)
+    return max(0, budget)

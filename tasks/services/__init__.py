@@ -1,0 +1,34 @@
+"""Writes of tasks and subtasks: create, release (controller), run shards (workers), operate."""
+
+from .create import ControlData, params_validate, quota_check, task_create
+from .operate import (
+    host_acks_save,
+    subtask_pause,
+    subtask_resume,
+    subtask_stop,
+    task_pause,
+    task_resume,
+    task_stop,
+)
+from .release import task_progress_update, task_release
+from .shard import host_control_run, shard_results_save, shard_run, shard_start
+
+__all__ = [
+    "ControlData",
+    "host_acks_save",
+    "host_control_run",
+    "params_validate",
+    "quota_check",
+    "shard_results_save",
+    "shard_run",
+    "shard_start",
+    "subtask_pause",
+    "subtask_resume",
+    "subtask_stop",
+    "task_create",
+    "task_pause",
+    "task_progress_update",
+    "task_release",
+    "task_resume",
+    "task_stop",
+]

@@ -1,0 +1,141 @@
+"""Task creation: check plugin, parameters, target, rights and quota; create the subtasks."""
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import jsonschema
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from ccs.errors import Forbidden, InvalidInput, TooManyRequests
+from permissions.selectors import OPERATE, hosts_for_target, hosts_lacking
+from plugins.models import PluginVersion
+from plugins.selectors import plugin_version_runnable
+
+from ..control import batches_check, threshold_check
+from ..models import Quota, SubTask, Task
+from ..states import TASK_ACTIVE
+from .release import release_request
+
+MAX_LISTED = 20
+
+
+@dataclass(frozen=True)
+class ControlData:
+    """The control data a task is created with (see tasks.control)."""
+
+    timeout: int | None = None
+    priority: str = Task.Priority.NORMAL
+    concurrency: int | None = None
+    batches: list = field(default_factory=list)
+    failure_threshold: str = ""
+    auto_resume: int | None = None
+    task_type: str = "adhoc"
+
+
+def params_validate(version: PluginVersion, params: dict) -> None:
+    """Check task parameters against the version's JSON Schema, naming the parameter at fault."""
+    validator = jsonschema.Draft202012Validator(version.params_schema or {})
+    errors = sorted(validator.iter_errors(params), key=lambda e: list(e.absolute_path))
+    if not errors:
+        return
+    found: dict[str, list[str]] = defaultdict(list)
+    for error in errors:
+        path = ".".join(str(p) for p in error.absolute_path)
+        found[f"params.{path}" if path else "params"].append(error.message)
+    first_field, messages = next(iter(found.items()))
+    raise InvalidInput(f"{first_field}: {messages[0]}", dict(found))
+
+
+def _targets_checked(actor: AbstractBaseUser, nodes: list[str], hosts: list[str]) -> list[tuple]:
+    """(host id, datacenter id) of every target host; refuses the whole task if any is not
+    operable by the actor, naming up to 20 of them and their count."""
+    target = hosts_for_target(node_paths=nodes, hostnames=hosts)
+    refused = hosts_lacking(actor, target, OPERATE)
+    if names := list(refused.values_list("hostname", flat=True)[:MAX_LISTED]):
+        raise Forbidden(
+            f"you may not operate {refused.count()} of the target hosts",
+            {"target": [f"not operable: {name}" for name in names]},
+        )
+    rows = list(target.values_list("id", "datacenter_id"))
+    if not rows:
+        raise InvalidInput.field("target", "the target matches no host")
+    return rows
+
+
+def quota_check(actor: AbstractBaseUser, hosts: int) -> None:
+    """Refuse a blocked user (403), a task over the host limit (403), or a user over their
+    rate or running-task limit (429), naming the limit and its value."""
+    quota = Quota.objects.filter(user=actor).first() or Quota(user=actor)
+    if quota.blocked:
+        reason = quota.blocked_reason or "no reason given"
+        raise Forbidden(f"you are blocked from starting tasks: {reason}", {"user": [reason]})
+    per_task = quota.hosts_per_task or settings.CCS_QUOTA_HOSTS_PER_TASK
+    if hosts > per_task:
+        raise Forbidden(
+            f"hosts_per_task limit is {per_task}; this task targets {hosts}",
+            {"target": [f"hosts_per_task limit is {per_task}"]},
+        )
+    per_minute = quota.tasks_per_minute or settings.CCS_QUOTA_TASKS_PER_MINUTE
+    recent = Task.objects.filter(
+        creator=actor, created_at__gte=timezone.now() - timedelta(minutes=1)
+    ).count()
+    if recent >= per_minute:
+        raise TooManyRequests(f"tasks_per_minute limit is {per_minute}", {"user": ["rate"]})
+    running = quota.running_tasks or settings.CCS_QUOTA_RUNNING_TASKS
+    if Task.objects.filter(creator=actor, status__in=TASK_ACTIVE).count() >= running:
+        raise TooManyRequests(f"running_tasks limit is {running}", {"user": ["running"]})
+
+
+def _version_checked(
+    plugin: str, version: int | None, params: dict, run_as: str, control: ControlData
+) -> tuple[PluginVersion, int]:
+    plugin_version = plugin_version_runnable(plugin=plugin, version=version)
+    params_validate(plugin_version, params)
+    if run_as not in plugin_version.run_as:
+        allowed = ", ".join(plugin_version.run_as)
+        raise InvalidInput.field("run_as", f"{run_as} is not allowed (allowed: {allowed})")
+    timeout = control.timeout or plugin_version.timeout
+    if timeout > plugin_version.timeout:
+        raise InvalidInput.field(
+            "control.timeout", f"at most {plugin_version.timeout} s for this plugin version"
+        )
+    batches_check(control.batches)
+    threshold_check(control.failure_threshold)
+    return plugin_version, timeout
+
+
+def task_create(
+    *,
+    actor: AbstractBaseUser,
+    plugin: str,
+    version: int | None,
+    params: dict,
+    nodes: list[str],
+    hosts: list[str],
+    run_as: str,
+    control: ControlData,
+    callback_url: str = "",
+) -> Task:
+    """Check and create a task with one pending subtask per target host; the controller
+    releases it after commit."""
+    plugin_version, timeout = _version_checked(plugin, version, params, run_as, control)
+    targets = _targets_checked(actor, nodes, hosts)
+    quota_check(actor, len(targets))
+    with transaction.atomic():
+        task = Task.objects.create(
+            plugin_version=plugin_version, params=params, run_as=run_as, creator=actor,
+            timeout=timeout, priority=control.priority, concurrency=control.concurrency,
+            batches=control.batches, failure_threshold=threshold_check(control.failure_threshold),
+            auto_resume=control.auto_resume, task_type=control.task_type,
+            callback_url=callback_url, total_hosts=len(targets),
+        )
+        SubTask.objects.bulk_create(
+            [SubTask(task=task, host_id=h, datacenter_id=dc) for h, dc in targets],
+            batch_size=5000,
+        )
+        release_request(task.pk)
+    return task

@@ -1,0 +1,88 @@
+"""The datacenter worker's side: start a shard, fan it out, save results as they arrive."""
+
+import logging
+from dataclasses import replace
+
+from django.db import transaction
+from django.utils import timezone
+
+from ..fanout import FANOUT
+from ..results import HostResult
+from ..selectors import shard_jobs
+from ..states import SubTaskStatus
+from ..transitions import (
+    events_record,
+    lock_in_states,
+    lock_movable,
+    move_uniform,
+    move_with_rows,
+    sources,
+    task_mark_started,
+)
+from .operate import host_acks_save
+from .release import task_progress_update
+
+log = logging.getLogger(__name__)
+CONTROL_TIMEOUT = 10.0
+# The agent's job state that confirms each request.
+CONFIRMS = {"pause": "paused", "resume": "running", "stop": "stopping"}
+
+
+def shard_start(*, task_id: int, subtask_ids: list[int], worker: str) -> list[int]:
+    """Mark the shard's still-queued subtasks running (held or stopped ones are skipped);
+    returns the ids this worker now owns."""
+    now = timezone.now()
+    with transaction.atomic():
+        locked = lock_movable(task_id, SubTaskStatus.RUNNING, subtask_ids)
+        locked = [row for row in locked if row[1] == SubTaskStatus.QUEUED]
+        moved = move_uniform(task_id, SubTaskStatus.RUNNING, locked, worker=worker, started_at=now)
+        events_record(task_id, moved, now)
+        if moved:
+            task_mark_started(task_id, now)
+    return [m.subtask_id for m in moved]
+
+
+def shard_results_save(*, task_id: int, results: list[HostResult]) -> int:
+    """Persist a batch of host results in one statement, with their events; returns rows moved."""
+    by_id = {r.subtask_id: r for r in results}
+    now = timezone.now()
+    with transaction.atomic():
+        locked = lock_in_states(task_id, sources(r.status for r in results), by_id)
+        moved = move_with_rows(locked, {sid: r.row() for sid, r in by_id.items()})
+        moved = [replace(m, data=by_id[m.subtask_id].event_data()) for m in moved]
+        events_record(task_id, moved, now)
+        task_progress_update(task_id, now)
+    if len(moved) != len(results):
+        log.warning("task %s: %d results arrived for subtasks no longer on their host",
+                    task_id, len(results) - len(moved))
+    return len(moved)
+
+
+def shard_run(*, task_id: int, subtask_ids: list[int], worker: str) -> int:
+    """Start the shard's queued subtasks, fan them out, and save results as they arrive."""
+    owned = shard_start(task_id=task_id, subtask_ids=subtask_ids, worker=worker)
+    if not owned:
+        return 0
+    jobs = shard_jobs(task_id, owned)
+    FANOUT.run(jobs, lambda batch: shard_results_save(task_id=task_id, results=batch))
+    return len(owned)
+
+
+def host_control_run(*, task_id: int, op: str, subtask_ids: list[int]) -> dict[int, str]:
+    """Ask the agents of these subtasks to pause, resume or stop their job; record the
+    confirmed pauses and resumes. Returns each subtask's answer, for the log."""
+    jobs = shard_jobs(task_id, subtask_ids)
+    requests = [(job.endpoint, {"op": op, "job_id": job.job["id"]}) for job in jobs]
+    replies = FANOUT.call_all(requests, timeout=CONTROL_TIMEOUT)
+    answers = {job.subtask_id: _answer(reply) for job, reply in zip(jobs, replies, strict=True)}
+    confirmed = [sid for sid, state in answers.items() if state == CONFIRMS.get(op)]
+    host_acks_save(task_id=task_id, op=op, subtask_ids=confirmed)
+    return answers
+
+
+def _answer(reply: object) -> str:
+    if isinstance(reply, BaseException):
+        return f"unreachable: {type(reply).__name__} {getattr(reply, 'reason', reply)}"
+    if not reply.get("ok"):
+        return f"error: {reply.get('error')}"
+    return str(reply.get("state"))
