@@ -60,3 +60,23 @@ class Fleet:
 
 
 __all__ = ["Datacenter", "Node", "Fleet", "free_port", "hosts_make"]
+
+
+def plugin_approved(
+    name: str, body: str, *, interpreter: str = "sh", run_as: tuple[str, ...] = ("root",),
+    timeout: int = 60, params_schema: dict | None = None,
+):
+    """An approved, signed version of a test plugin (the review flow has its own tests)."""
+    from plugins.builtin import body_sha256
+    from plugins.models import Plugin, PluginVersion
+    from plugins.signing import sign_meta
+
+    plugin, _ = Plugin.objects.get_or_create(name=name)
+    number = plugin.versions.count() + 1
+    meta = {"plugin": name, "version": number, "interpreter": interpreter,
+            "sha256": body_sha256(body), "run_as": list(run_as), "timeout": timeout}
+    return PluginVersion.objects.create(
+        plugin=plugin, number=number, interpreter=interpreter, body=body,
+        params_schema=params_schema or {}, run_as=list(run_as), timeout=timeout,
+        sha256=meta["sha256"], status="approved", signature=sign_meta(meta),
+    )
