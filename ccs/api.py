@@ -1,10 +1,12 @@
 """API plumbing shared by every app: the one exception handler and the error shape."""
 
+import json
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404
 from rest_framework import exceptions, status
+from rest_framework.renderers import BaseRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -66,3 +68,28 @@ class StrictSerializerMixin:
             if unknown:
                 raise exceptions.ValidationError({name: ["unknown field"] for name in unknown})
         return super().to_internal_value(data)
+
+
+class EventStreamRenderer(BaseRenderer):
+    """Lets a view accept `text/event-stream`; the stream itself is a StreamingHttpResponse,
+    so this renders only errors (as JSON)."""
+
+    media_type = "text/event-stream"
+    format = "sse"
+    charset = "utf-8"
+
+    def render(self, data: Any, accepted_media_type=None, renderer_context=None) -> bytes:
+        return json.dumps(data).encode()
+
+
+def int_param(value: str | None, name: str, default: int = 0, minimum: int = 0) -> int:
+    """A non-negative integer query parameter or header, or a 400 naming it."""
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = minimum - 1
+    if number < minimum:
+        raise exceptions.ValidationError({name: [f"must be an integer of at least {minimum}"]})
+    return number

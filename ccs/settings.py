@@ -140,6 +140,9 @@ CCS_OUTPUT_CAP = env_int("CCS_OUTPUT_CAP", 65536, minimum=1024)
 CCS_RESULT_FLUSH_ROWS = env_int("CCS_RESULT_FLUSH_ROWS", 500, minimum=1)
 CCS_RESULT_FLUSH_MS = env_int("CCS_RESULT_FLUSH_MS", 200, minimum=1)
 
+# Live event streams: a comment line this often keeps idle proxies from closing them.
+CCS_SSE_KEEPALIVE = env_int("CCS_SSE_KEEPALIVE", 15, minimum=1)
+
 # Default quotas; per-user overrides and blocks are set in the admin (tasks.Quota).
 CCS_QUOTA_TASKS_PER_MINUTE = env_int("CCS_QUOTA_TASKS_PER_MINUTE", 60, minimum=1)
 CCS_QUOTA_HOSTS_PER_TASK = env_int("CCS_QUOTA_HOSTS_PER_TASK", 50000, minimum=1)

@@ -1,16 +1,28 @@
 """The tasks API: create and read tasks, their subtasks and summary; pause, resume, stop."""
 
+from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from ccs.api import EventStreamRenderer, int_param
+
 from . import selectors, services
+from .events import PAGE, EventStream, events_after
 from .models import SubTask, Task
 from .permissions import CanOperateSubtask, CanOperateTask
-from .serializers import SubTaskOut, SummaryGroupOut, TaskCreateIn, TaskDetailOut, TaskOut
+from .serializers import (
+    EventPageOut,
+    SubTaskOut,
+    SummaryGroupOut,
+    TaskCreateIn,
+    TaskDetailOut,
+    TaskOut,
+)
 
 
 def _control(data: dict, task_type: str) -> services.ControlData:
@@ -93,6 +105,33 @@ class TaskViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             rows = rows.filter(datacenter__name=datacenter)
         page = self.paginate_queryset(rows)
         return self.get_paginated_response(SubTaskOut(page, many=True).data)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("after", int), OpenApiParameter("limit", int),
+                    OpenApiParameter("Last-Event-ID", str, location=OpenApiParameter.HEADER)],
+        responses=EventPageOut,
+        description="JSON pages of the task's events, or with `Accept: text/event-stream` a "
+        "live stream that replays from Last-Event-ID (or `after`) and follows until the task ends.",
+    )
+    @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, EventStreamRenderer])
+    def events(self, request: Request, pk: str):
+        task = self._task(pk)
+        if request.accepted_renderer.format == EventStreamRenderer.format:
+            header = request.headers.get("Last-Event-ID")
+            after = int_param(header, "Last-Event-ID") if header else int_param(
+                request.query_params.get("after"), "after"
+            )
+            response = StreamingHttpResponse(
+                EventStream(task.pk, after), content_type="text/event-stream"
+            )
+            response["Cache-Control"] = "no-cache"
+            response["X-Accel-Buffering"] = "no"  # no proxy buffering of the stream
+            return response
+        after = int_param(request.query_params.get("after"), "after")
+        limit = min(int_param(request.query_params.get("limit"), "limit", PAGE, 1), PAGE)
+        events = events_after(task.pk, after, limit)
+        last = events[-1]["seq"] if events else after
+        return Response({"results": events, "next_after": last, "more": len(events) == limit})
 
     @extend_schema(
         responses=SummaryGroupOut(many=True), parameters=[OpenApiParameter("datacenter", str)]

@@ -20,7 +20,8 @@ class HostResult:
     finished_at: datetime
 
     def output_hash(self) -> str:
-        digest = hashlib.sha256(f"{self.stdout}\0{self.stderr}".encode())
+        # The reason counts as output: "unreachable" and "refused" must not share a group.
+        digest = hashlib.sha256(f"{self.stdout}\0{self.stderr}\0{self.reason}".encode())
         return digest.hexdigest()[:16]
 
     def row(self) -> tuple:

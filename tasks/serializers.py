@@ -103,3 +103,24 @@ class SummaryGroupOut(serializers.Serializer):
     stdout = serializers.CharField()
     stderr = serializers.CharField()
     reason = serializers.CharField()
+
+
+class EventOut(serializers.Serializer):
+    """One transition; `from` is added in get_fields (a Python keyword)."""
+
+    seq = serializers.IntegerField()
+    task = serializers.IntegerField()
+    subtask = serializers.IntegerField()
+    host = serializers.CharField()
+    to = serializers.CharField()
+    at = serializers.DateTimeField()
+    data = serializers.DictField()
+
+    def get_fields(self) -> dict:
+        return {**super().get_fields(), "from": serializers.CharField()}
+
+
+class EventPageOut(serializers.Serializer):
+    results = EventOut(many=True)
+    next_after = serializers.IntegerField()
+    more = serializers.BooleanField()
