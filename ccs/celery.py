@@ -4,6 +4,7 @@ import os
 
 from celery import Celery
 
+from . import routing
 from .routing import QUEUE_CALLBACKS, QUEUE_CONTROL, route_task
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ccs.settings")
@@ -14,5 +15,10 @@ app.conf.task_routes = (route_task,)
 app.conf.task_default_queue = QUEUE_CONTROL
 app.conf.task_create_missing_queues = True
 app.autodiscover_tasks(["tasks"])
+
+# Periodic jobs, run by `celery beat` (Procfile: beat).
+app.conf.beat_schedule = {
+    "callbacks-sweep": {"task": routing.TASK_CALLBACKS_SWEEP, "schedule": 10.0},
+}
 
 __all__ = ["app", "QUEUE_CALLBACKS"]

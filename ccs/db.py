@@ -61,14 +61,18 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
-def counter_advance(table: str, column: str, pk: int, by: int) -> int:
-    """Add `by` to a counter column and return its new value, in one statement."""
+def counter_advance(
+    table: str, column: str, pk: int, by: int, also: Sequence[str] = ()
+) -> tuple:
+    """Add `by` to a counter column; return its new value and the `also` columns of the row,
+    in one statement."""
+    returning = ", ".join([column, *also])
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {table} SET {column} = {column} + %s WHERE id = %s RETURNING {column}",
+            f"UPDATE {table} SET {column} = {column} + %s WHERE id = %s RETURNING {returning}",
             [by, pk],
         )
-        return cursor.fetchone()[0]
+        return cursor.fetchone()
 
 
 def update_ids(

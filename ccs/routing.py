@@ -9,11 +9,15 @@ TASK_RELEASE = "ccs.control.task_release"
 TASK_AUTO_RESUME = "ccs.control.task_auto_resume"
 TASK_RUN_SHARD = "ccs.dc.shard_run"
 TASK_HOST_CONTROL = "ccs.dc.subtasks_control"
+TASK_CALLBACKS_DELIVER = "ccs.callbacks.deliver"
+TASK_CALLBACKS_SWEEP = "ccs.callbacks.sweep"
 
 # Tasks with a fixed queue. Datacenter tasks go to their datacenter's queues (see route_task).
 FIXED_ROUTES: dict[str, str] = {
     TASK_RELEASE: QUEUE_CONTROL,
     TASK_AUTO_RESUME: QUEUE_CONTROL,
+    TASK_CALLBACKS_DELIVER: QUEUE_CALLBACKS,
+    TASK_CALLBACKS_SWEEP: QUEUE_CALLBACKS,
 }
 
 

@@ -143,6 +143,13 @@ CCS_RESULT_FLUSH_MS = env_int("CCS_RESULT_FLUSH_MS", 200, minimum=1)
 # Live event streams: a comment line this often keeps idle proxies from closing them.
 CCS_SSE_KEEPALIVE = env_int("CCS_SSE_KEEPALIVE", 15, minimum=1)
 
+# HTTP callbacks: private and loopback receivers are refused unless allowed (on-premises);
+# link-local and cloud metadata addresses always are.
+CCS_CALLBACK_ALLOW_PRIVATE = env_bool("CCS_CALLBACK_ALLOW_PRIVATE", False)
+CCS_CALLBACK_TIMEOUT = env_int("CCS_CALLBACK_TIMEOUT", 10, minimum=1)
+CCS_CALLBACK_BACKOFF_BASE = env_int("CCS_CALLBACK_BACKOFF_BASE", 2, minimum=1)
+CCS_CALLBACK_RETRY_HOURS = env_int("CCS_CALLBACK_RETRY_HOURS", 48, minimum=24)
+
 # Default quotas; per-user overrides and blocks are set in the admin (tasks.Quota).
 CCS_QUOTA_TASKS_PER_MINUTE = env_int("CCS_QUOTA_TASKS_PER_MINUTE", 60, minimum=1)
 CCS_QUOTA_HOSTS_PER_TASK = env_int("CCS_QUOTA_HOSTS_PER_TASK", 50000, minimum=1)

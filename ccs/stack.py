@@ -124,7 +124,9 @@ def command_line(*args: str) -> str:
 
 
 # The Celery workers of the Procfile, by process name; each is named `<name>@<host>`.
-WORKER_PROCESSES = ("controller", "worker-dc1", "worker-dc1-high", "worker-dc2", "worker-dc2-high")
+WORKER_PROCESSES = (
+    "controller", "worker-dc1", "worker-dc1-high", "worker-dc2", "worker-dc2-high", "callbacks"
+)
 
 
 def worker_node_name(process: str) -> str:

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import SubTask, Task, TaskEvent
+from .models import CallbackAttempt, CallbackCursor, Quota, SubTask, Task, TaskEvent
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -35,3 +35,27 @@ class SubTaskAdmin(ReadOnlyAdmin):
 class TaskEventAdmin(ReadOnlyAdmin):
     list_display = ["task", "seq", "hostname", "from_status", "to_status", "at"]
     list_filter = ["to_status"]
+
+
+@admin.register(CallbackAttempt)
+class CallbackAttemptAdmin(ReadOnlyAdmin):
+    list_display = ["task", "at", "delivery", "first_seq", "last_seq", "status_code", "error",
+                    "duration_ms"]
+    list_filter = ["status_code"]
+
+
+@admin.register(CallbackCursor)
+class CallbackCursorAdmin(ReadOnlyAdmin):
+    list_display = ["task", "delivered_seq", "attempts", "failing_since", "next_attempt_at",
+                    "gave_up"]
+    list_filter = ["gave_up"]
+
+
+@admin.register(Quota)
+class QuotaAdmin(admin.ModelAdmin):
+    """Per-user limits over the defaults in settings, and blocks (with the reason shown)."""
+
+    list_display = ["user", "tasks_per_minute", "hosts_per_task", "running_tasks", "blocked",
+                    "blocked_reason"]
+    list_filter = ["blocked"]
+    raw_id_fields = ["user"]

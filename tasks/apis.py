@@ -13,12 +13,14 @@ from ccs.api import EventStreamRenderer, int_param
 
 from . import selectors, services
 from .events import PAGE, EventStream, events_after
-from .models import SubTask, Task
+from .models import CallbackAttempt, SubTask, Task
 from .permissions import CanOperateSubtask, CanOperateTask
 from .serializers import (
+    CallbackAttemptOut,
     EventPageOut,
     SubTaskOut,
     SummaryGroupOut,
+    TaskCreatedOut,
     TaskCreateIn,
     TaskDetailOut,
     TaskOut,
@@ -51,7 +53,7 @@ class TaskViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         self.check_object_permissions(self.request, task)
         return task
 
-    @extend_schema(request=TaskCreateIn, responses={201: TaskDetailOut})
+    @extend_schema(request=TaskCreateIn, responses={201: TaskCreatedOut})
     def create(self, request: Request) -> Response:
         data = TaskCreateIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -60,8 +62,11 @@ class TaskViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             actor=request.user, plugin=v["plugin"], version=v.get("version"),
             params=v["params"], nodes=v["target"]["nodes"], hosts=v["target"]["hosts"],
             run_as=v["run_as"], control=_control(v["control"], v["type"]),
+            callback_url=v["callback_url"],
         )
-        return Response(self._detail(task).data, status=status.HTTP_201_CREATED)
+        task.refresh_from_db()
+        out = TaskCreatedOut(task, context={"counts": selectors.task_counts(task.pk)})
+        return Response(out.data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses=TaskDetailOut)
     def retrieve(self, request: Request, pk: str) -> Response:
@@ -132,6 +137,14 @@ class TaskViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         events = events_after(task.pk, after, limit)
         last = events[-1]["seq"] if events else after
         return Response({"results": events, "next_after": last, "more": len(events) == limit})
+
+    @extend_schema(responses=CallbackAttemptOut(many=True))
+    @action(detail=True, methods=["get"])
+    def callbacks(self, request: Request, pk: str) -> Response:
+        """Delivery attempts of the task's callbacks, oldest first."""
+        task = self._task(pk)
+        page = self.paginate_queryset(CallbackAttempt.objects.filter(task=task).order_by("id"))
+        return self.get_paginated_response(CallbackAttemptOut(page, many=True).data)
 
     @extend_schema(
         responses=SummaryGroupOut(many=True), parameters=[OpenApiParameter("datacenter", str)]

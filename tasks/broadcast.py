@@ -1,4 +1,5 @@
-"""Announce committed events on Redis pub/sub (`ccs:task:<id>`); the database remembers."""
+"""Announce committed events: on Redis pub/sub (`ccs:task:<id>`) for live readers, and to the
+callbacks worker when the task has a callback URL. The database remembers; these only nudge."""
 
 import json
 import logging
@@ -6,6 +7,9 @@ from functools import cache
 
 import redis
 from django.conf import settings
+
+from ccs import routing
+from ccs.celery import app as celery_app
 
 log = logging.getLogger(__name__)
 
@@ -27,3 +31,10 @@ def events_publish(task_id: int, events: list[dict]) -> None:
         _client().publish(channel_name(task_id), json.dumps(events, separators=(",", ":")))
     except redis.RedisError as exc:
         log.warning("publish of %d events for task %s failed: %s", len(events), task_id, exc)
+
+
+def events_announce(task_id: int, events: list[dict], callback: bool) -> None:
+    """After commit: publish the batch, and nudge the callbacks worker if the task has one."""
+    events_publish(task_id, events)
+    if callback:
+        celery_app.send_task(routing.TASK_CALLBACKS_DELIVER, kwargs={"task_id": task_id})

@@ -40,6 +40,7 @@ class Task(models.Model):
     timeout = models.PositiveIntegerField()
     priority = models.CharField(max_length=8, choices=Priority.choices, default=Priority.NORMAL)
     callback_url = models.URLField(max_length=2000, blank=True)
+    callback_secret = models.CharField(max_length=64, blank=True, editable=False)
     total_hosts = models.PositiveIntegerField(default=0)
     event_seq = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -118,3 +119,39 @@ class Quota(models.Model):
 
     def __str__(self) -> str:
         return f"quota of {self.user}"
+
+
+class CallbackCursor(models.Model):
+    """How far a task's events have been delivered to its callback URL, and the lease of the
+    one deliverer working on it."""
+
+    task = models.OneToOneField(Task, on_delete=models.CASCADE, primary_key=True,
+                                related_name="callback")
+    delivered_seq = models.BigIntegerField(default=0)
+    leased_until = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="consecutive failures")
+    failing_since = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    gave_up = models.BooleanField(default=False)
+
+    def __str__(self) -> str:
+        return f"callbacks of task {self.task_id}"
+
+
+class CallbackAttempt(models.Model):
+    """One POST of a batch of events to a task's callback URL."""
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="callback_attempts")
+    delivery = models.UUIDField()
+    first_seq = models.BigIntegerField()
+    last_seq = models.BigIntegerField()
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    duration_ms = models.PositiveIntegerField()
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["task_id", "id"]
+
+    def __str__(self) -> str:
+        return f"delivery {self.delivery} of task {self.task_id}"

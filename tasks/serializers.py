@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from ccs.api import StrictSerializerMixin
 
-from .models import SubTask, Task
+from .models import CallbackAttempt, SubTask, Task
 
 
 class TargetIn(StrictSerializerMixin, serializers.Serializer):
@@ -41,6 +41,7 @@ class TaskCreateIn(StrictSerializerMixin, serializers.Serializer):
     run_as = serializers.CharField(max_length=64)
     control = ControlIn(default=dict)
     type = serializers.SlugField(max_length=32, default="adhoc")
+    callback_url = serializers.CharField(max_length=2000, required=False, default="")
 
     def validate_target(self, target: dict) -> dict:
         if not target["nodes"] and not target["hosts"]:
@@ -80,6 +81,21 @@ class TaskDetailOut(TaskOut):
 
     def get_counts(self, task: Task) -> dict[str, int]:
         return self.context["counts"]
+
+
+class TaskCreatedOut(TaskDetailOut):
+    """The created task, with the callback secret: shown this once, never again."""
+
+    callback_secret = serializers.CharField()
+
+    class Meta(TaskDetailOut.Meta):
+        fields = [*TaskDetailOut.Meta.fields, "callback_url", "callback_secret"]
+
+
+class CallbackAttemptOut(serializers.ModelSerializer):
+    class Meta:
+        model = CallbackAttempt
+        fields = ["delivery", "first_seq", "last_seq", "status_code", "error", "duration_ms", "at"]
 
 
 class SubTaskOut(serializers.ModelSerializer):

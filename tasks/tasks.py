@@ -41,3 +41,15 @@ def subtasks_control(task_id: int, datacenter: str, op: str, subtask_ids: list[i
     answers = services.host_control_run(task_id=task_id, op=op, subtask_ids=subtask_ids)
     log.info("task %s: %s on %d subtasks: %s", task_id, op, len(answers), answers)
     return {str(k): v for k, v in answers.items()}
+
+
+@shared_task(name=routing.TASK_CALLBACKS_DELIVER, acks_late=True)
+def callbacks_deliver(task_id: int) -> int:
+    """Callbacks worker: POST a task's undelivered events to its callback URL."""
+    return services.callbacks_deliver(task_id=task_id)
+
+
+@shared_task(name=routing.TASK_CALLBACKS_SWEEP)
+def callbacks_sweep() -> int:
+    """Beat: nudge the delivery of every task whose callbacks are behind and due."""
+    return services.callbacks_sweep()

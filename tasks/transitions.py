@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from ccs.db import bulk_update_rows, counter_advance, insert_rows, update_ids
 
-from .broadcast import events_publish
+from .broadcast import events_announce
 from .models import SubTask, Task, TaskEvent
 from .states import SubTaskStatus, TaskStatus, predecessors
 
@@ -107,7 +107,9 @@ def events_record(task_id: int, moved: list[Moved], at: datetime | None = None) 
     if not moved:
         return []
     at = at or timezone.now()
-    last = counter_advance(Task._meta.db_table, "event_seq", task_id, len(moved))
+    last, callback_url = counter_advance(
+        Task._meta.db_table, "event_seq", task_id, len(moved), also=("callback_url",)
+    )
     first = last - len(moved) + 1
     rows = [
         (task_id, first + i, m.subtask_id, m.hostname, m.from_status, m.to_status, at,
@@ -116,7 +118,7 @@ def events_record(task_id: int, moved: list[Moved], at: datetime | None = None) 
     ]
     insert_rows(TaskEvent._meta.db_table, EVENT_COLUMNS, rows)
     payload = [event_payload(task_id, row[1], m, at) for row, m in zip(rows, moved, strict=True)]
-    transaction.on_commit(lambda: events_publish(task_id, payload))
+    transaction.on_commit(lambda: events_announce(task_id, payload, bool(callback_url)))
     return payload
 
 

@@ -1,5 +1,6 @@
 """Writes of tasks and subtasks: create, release (controller), run shards (workers), operate."""
 
+from .callbacks import callback_url_check, callbacks_deliver, callbacks_sweep, signature
 from .create import ControlData, params_validate, quota_check, task_create
 from .operate import (
     host_acks_save,
@@ -15,6 +16,10 @@ from .shard import host_control_run, shard_results_save, shard_run, shard_start
 
 __all__ = [
     "ControlData",
+    "callback_url_check",
+    "callbacks_deliver",
+    "callbacks_sweep",
+    "signature",
     "host_acks_save",
     "host_control_run",
     "params_validate",

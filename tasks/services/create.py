@@ -1,5 +1,6 @@
 """Task creation: check plugin, parameters, target, rights and quota; create the subtasks."""
 
+import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,8 +17,9 @@ from plugins.models import PluginVersion
 from plugins.selectors import plugin_version_runnable
 
 from ..control import batches_check, threshold_check
-from ..models import Quota, SubTask, Task
+from ..models import CallbackCursor, Quota, SubTask, Task
 from ..states import TASK_ACTIVE
+from .callbacks import callback_url_check
 from .release import release_request
 
 MAX_LISTED = 20
@@ -121,8 +123,10 @@ def task_create(
     callback_url: str = "",
 ) -> Task:
     """Check and create a task with one pending subtask per target host; the controller
-    releases it after commit."""
+    releases it after commit. The callback secret is readable on the returned task only."""
     plugin_version, timeout = _version_checked(plugin, version, params, run_as, control)
+    if callback_url:
+        callback_url_check(callback_url)
     targets = _targets_checked(actor, nodes, hosts)
     quota_check(actor, len(targets))
     with transaction.atomic():
@@ -132,7 +136,10 @@ def task_create(
             batches=control.batches, failure_threshold=threshold_check(control.failure_threshold),
             auto_resume=control.auto_resume, task_type=control.task_type,
             callback_url=callback_url, total_hosts=len(targets),
+            callback_secret=secrets.token_hex(32) if callback_url else "",
         )
+        if callback_url:
+            CallbackCursor.objects.create(task=task)
         SubTask.objects.bulk_create(
             [SubTask(task=task, host_id=h, datacenter_id=dc) for h, dc in targets],
             batch_size=5000,

@@ -1,0 +1,172 @@
+"""Signed HTTP callbacks: every event of a task POSTed, in order, at least once, with
+exponential backoff and jitter; attempts recorded. One deliverer per task at a time holds a
+lease on the task's cursor, so batches never overtake each other."""
+
+import hashlib
+import hmac
+import ipaddress
+import json
+import logging
+import random
+import socket
+import time
+import uuid
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import httpx
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+
+from ccs import routing
+from ccs.celery import app as celery_app
+from ccs.errors import InvalidInput
+
+from ..events import events_after
+from ..models import CallbackAttempt, CallbackCursor, Task
+
+log = logging.getLogger(__name__)
+BATCH = 500
+LEASE = timedelta(seconds=120)
+METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata", "instance-data"})
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    """`t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`, the CCS-Signature header."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def _address_refusal(address: str) -> str | None:
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if ip.is_link_local or str(ip) in ("169.254.169.254", "fd00:ec2::254"):
+        return f"{ip} is link-local or a cloud metadata address"
+    if (ip.is_private or ip.is_loopback) and not settings.CCS_CALLBACK_ALLOW_PRIVATE:
+        return f"{ip} is a private address (set CCS_CALLBACK_ALLOW_PRIVATE to allow it)"
+    if ip.is_multicast or ip.is_unspecified or ip.is_reserved:
+        return f"{ip} is not a unicast address"
+    return None
+
+
+def callback_url_check(url: str) -> str:
+    """Refuse URLs that are not http(s), do not resolve, or point at link-local, metadata or
+    (unless allowed) private addresses; checked again before every delivery."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidInput.field("callback_url", "must be an http or https URL with a host")
+    if parts.hostname.lower() in METADATA_HOSTS:
+        raise InvalidInput.field("callback_url", f"{parts.hostname} is a cloud metadata service")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
+    except (OSError, ValueError) as exc:
+        reason = f"cannot resolve {parts.hostname}: {exc}"
+        raise InvalidInput.field("callback_url", reason) from None
+    for info in infos:
+        if refusal := _address_refusal(info[4][0]):
+            raise InvalidInput.field("callback_url", refusal)
+    return url
+
+
+def deliver_request(task_id: int, countdown: float = 0) -> None:
+    """Ask the callbacks worker to deliver the task's events (after `countdown` seconds)."""
+    celery_app.send_task(
+        routing.TASK_CALLBACKS_DELIVER, kwargs={"task_id": task_id}, countdown=countdown
+    )
+
+
+def _lease(task_id: int) -> bool:
+    now = timezone.now()
+    return bool(
+        CallbackCursor.objects.filter(task_id=task_id, gave_up=False)
+        .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .update(leased_until=now + LEASE)
+    )
+
+
+def callbacks_deliver(*, task_id: int) -> int:
+    """Deliver every undelivered event of the task; returns how many were acknowledged."""
+    if not _lease(task_id):
+        return 0  # someone else is delivering, or it is not time to retry yet
+    task = Task.objects.only("callback_url", "callback_secret").get(pk=task_id)
+    cursor = CallbackCursor.objects.get(task_id=task_id)
+    delivered = 0
+    try:
+        while events := events_after(task_id, cursor.delivered_seq, BATCH):
+            if not _post(task, cursor, events):
+                return delivered
+            delivered += len(events)
+            cursor.delivered_seq, cursor.attempts, cursor.failing_since = events[-1]["seq"], 0, None
+            CallbackCursor.objects.filter(task_id=task_id).update(
+                delivered_seq=cursor.delivered_seq, attempts=0, failing_since=None,
+                next_attempt_at=None, leased_until=timezone.now() + LEASE,
+            )
+    finally:
+        CallbackCursor.objects.filter(task_id=task_id).update(leased_until=None)
+    return delivered
+
+
+def _post(task: Task, cursor: CallbackCursor, events: list[dict]) -> bool:
+    body = json.dumps(events, separators=(",", ":")).encode()
+    delivery = uuid.uuid4()
+    headers = {
+        "Content-Type": "application/json",
+        "CCS-Delivery": str(delivery),
+        "CCS-Signature": signature(task.callback_secret, int(time.time()), body),
+        "User-Agent": "ccs-callbacks/1",
+    }
+    started, status_code, error = time.monotonic(), None, ""
+    try:
+        callback_url_check(task.callback_url)
+        response = httpx.post(task.callback_url, content=body, headers=headers,
+                              timeout=settings.CCS_CALLBACK_TIMEOUT)
+        status_code = response.status_code
+        if not 200 <= status_code < 300:
+            error = f"HTTP {status_code}"
+    except (httpx.HTTPError, InvalidInput) as exc:
+        error = f"{type(exc).__name__}: {getattr(exc, 'detail', exc)}"[:500]
+    CallbackAttempt.objects.create(
+        task=task, delivery=delivery, first_seq=events[0]["seq"], last_seq=events[-1]["seq"],
+        status_code=status_code, error=error, at=timezone.now(),
+        duration_ms=int((time.monotonic() - started) * 1000),
+    )
+    if error:
+        _failed(task.pk, cursor, error)
+    return not error
+
+
+def _failed(task_id: int, cursor: CallbackCursor, error: str) -> None:
+    now = timezone.now()
+    attempts = cursor.attempts + 1
+    failing_since = cursor.failing_since or now
+    delay = min(settings.CCS_CALLBACK_BACKOFF_BASE * 2 ** (attempts - 1), 900)
+    delay *= random.uniform(0.5, 1.5)  # jitter: receivers that come back are not stampeded
+    gave_up = now - failing_since > timedelta(hours=settings.CCS_CALLBACK_RETRY_HOURS)
+    CallbackCursor.objects.filter(task_id=task_id).update(
+        attempts=attempts, failing_since=failing_since, gave_up=gave_up,
+        next_attempt_at=now + timedelta(seconds=delay),
+    )
+    if gave_up:
+        log.error("task %s: callbacks given up after %s of failures: %s", task_id,
+                  now - failing_since, error)
+    else:
+        log.warning("task %s: callback failed (%s); retry %d in %.1f s", task_id, error,
+                    attempts, delay)
+        deliver_request(task_id, countdown=delay)
+
+
+def callbacks_sweep() -> int:
+    """Ask for delivery of every task with undelivered events that is due: the safety net
+    for announcements that were lost or raced with a running deliverer."""
+    now = timezone.now()
+    due = CallbackCursor.objects.filter(
+        gave_up=False, delivered_seq__lt=F("task__event_seq")
+    ).filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)).filter(
+        Q(leased_until__isnull=True) | Q(leased_until__lt=now)
+    )
+    task_ids = list(due.values_list("task_id", flat=True)[:1000])
+    for task_id in task_ids:
+        deliver_request(task_id)
+    return len(task_ids)
