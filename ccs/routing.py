@@ -9,6 +9,10 @@ TASK_RELEASE = "ccs.control.task_release"
 TASK_AUTO_RESUME = "ccs.control.task_auto_resume"
 TASK_RUN_SHARD = "ccs.dc.shard_run"
 TASK_HOST_CONTROL = "ccs.dc.subtasks_control"
+TASK_SITTER = "ccs.control.sitter"
+TASK_PROBE_PLAN = "ccs.control.hosts_probe_plan"
+TASK_PULL = "ccs.dc.subtasks_pull"
+TASK_PROBE = "ccs.dc.hosts_probe"
 TASK_CALLBACKS_DELIVER = "ccs.callbacks.deliver"
 TASK_CALLBACKS_SWEEP = "ccs.callbacks.sweep"
 
@@ -16,6 +20,8 @@ TASK_CALLBACKS_SWEEP = "ccs.callbacks.sweep"
 FIXED_ROUTES: dict[str, str] = {
     TASK_RELEASE: QUEUE_CONTROL,
     TASK_AUTO_RESUME: QUEUE_CONTROL,
+    TASK_SITTER: QUEUE_CONTROL,
+    TASK_PROBE_PLAN: QUEUE_CONTROL,
     TASK_CALLBACKS_DELIVER: QUEUE_CALLBACKS,
     TASK_CALLBACKS_SWEEP: QUEUE_CALLBACKS,
 }
@@ -33,6 +39,6 @@ def route_task(name: str, args: Any, kwargs: dict, options: dict, task: Any = No
         return {"queue": FIXED_ROUTES[name]}
     if name == TASK_RUN_SHARD:
         return {"queue": dc_queue(kwargs["datacenter"], kwargs.get("priority", "normal"))}
-    if name == TASK_HOST_CONTROL:
+    if name in (TASK_HOST_CONTROL, TASK_PULL, TASK_PROBE):
         return {"queue": dc_queue(kwargs["datacenter"], "control")}
     return None

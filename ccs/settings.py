@@ -150,6 +150,13 @@ CCS_CALLBACK_TIMEOUT = env_int("CCS_CALLBACK_TIMEOUT", 10, minimum=1)
 CCS_CALLBACK_BACKOFF_BASE = env_int("CCS_CALLBACK_BACKOFF_BASE", 2, minimum=1)
 CCS_CALLBACK_RETRY_HOURS = env_int("CCS_CALLBACK_RETRY_HOURS", 48, minimum=24)
 
+# The sitter: a running subtask is overdue this long after its timeout; a queued one after
+# this long in the queue; an overdue one whose agent stays unreachable is lost after this.
+CCS_SITTER_GRACE = env_int("CCS_SITTER_GRACE", 60, minimum=1)
+CCS_SITTER_QUEUED_GRACE = env_int("CCS_SITTER_QUEUED_GRACE", 600, minimum=1)
+CCS_SITTER_LOST_AFTER = env_int("CCS_SITTER_LOST_AFTER", 900, minimum=1)
+CCS_SITTER_PULL_TIMEOUT = env_int("CCS_SITTER_PULL_TIMEOUT", 10, minimum=1)
+
 # Default quotas; per-user overrides and blocks are set in the admin (tasks.Quota).
 CCS_QUOTA_TASKS_PER_MINUTE = env_int("CCS_QUOTA_TASKS_PER_MINUTE", 60, minimum=1)
 CCS_QUOTA_HOSTS_PER_TASK = env_int("CCS_QUOTA_HOSTS_PER_TASK", 50000, minimum=1)

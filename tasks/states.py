@@ -3,7 +3,8 @@
 Subtask states:
   pending   created, waiting for the controller to release it (concurrency, batches)
   held      paused before it reached its host; resume makes it pending again
-  queued    released: its shard is on the datacenter's queue
+  queued    released: its shard is on the datacenter's queue (again, if the sitter found
+            that its agent never received it)
   running   its worker sent it to the host's agent
   paused    its process group is frozen on the host (SIGSTOP); resume continues it
   success   the plugin exited 0
@@ -40,7 +41,8 @@ FAILURES = frozenset({S.FAILED, S.TIMEOUT})
 LEGAL_PREDECESSORS: dict[str, frozenset[str]] = {
     S.PENDING: frozenset({S.HELD}),
     S.HELD: frozenset({S.PENDING, S.QUEUED}),
-    S.QUEUED: frozenset({S.PENDING}),
+    # From running only by the sitter, for a job its agent never received.
+    S.QUEUED: frozenset({S.PENDING, S.RUNNING}),
     S.RUNNING: frozenset({S.QUEUED, S.PAUSED}),
     S.PAUSED: frozenset({S.RUNNING}),
     # A result may race an operator's pause: the process had already ended.

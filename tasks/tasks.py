@@ -53,3 +53,27 @@ def callbacks_deliver(task_id: int) -> int:
 def callbacks_sweep() -> int:
     """Beat: nudge the delivery of every task whose callbacks are behind and due."""
     return services.callbacks_sweep()
+
+
+@shared_task(name=routing.TASK_SITTER)
+def sitter() -> dict:
+    """Beat: find overdue subtasks and stale shards."""
+    return services.sitter_run()
+
+
+@shared_task(name=routing.TASK_PULL, acks_late=True)
+def subtasks_pull(task_id: int, datacenter: str, subtask_ids: list[int]) -> dict:
+    """Datacenter control worker: pull overdue jobs' status from their agents."""
+    return services.subtasks_pull(task_id=task_id, subtask_ids=subtask_ids)
+
+
+@shared_task(name=routing.TASK_PROBE_PLAN)
+def hosts_probe_plan() -> int:
+    """Beat: have every datacenter probe its agents."""
+    return services.hosts_probe_plan()
+
+
+@shared_task(name=routing.TASK_PROBE)
+def hosts_probe(datacenter: str, host_ids: list[int]) -> dict:
+    """Datacenter control worker: health-check these agents."""
+    return services.hosts_probe(host_ids=host_ids)

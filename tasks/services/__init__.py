@@ -13,6 +13,7 @@ from .operate import (
 )
 from .release import task_progress_update, task_release
 from .shard import host_control_run, shard_results_save, shard_run, shard_start
+from .sitter import hosts_probe, hosts_probe_plan, sitter_run, subtasks_pull
 
 __all__ = [
     "ControlData",
@@ -21,6 +22,10 @@ __all__ = [
     "callbacks_sweep",
     "signature",
     "host_acks_save",
+    "hosts_probe",
+    "hosts_probe_plan",
+    "sitter_run",
+    "subtasks_pull",
     "host_control_run",
     "params_validate",
     "quota_check",

@@ -72,11 +72,12 @@ def task_release(*, task_id: int) -> int:
             return 0  # paused or stopped while we counted
         moved = move_uniform(task_id, SubTaskStatus.QUEUED, locked, queued_at=now)
         events_record(task_id, moved, now)
-        _shards_send_on_commit(task, [m.subtask_id for m in moved])
+        shards_send_on_commit(task, [m.subtask_id for m in moved])
     return len(moved)
 
 
-def _shards_send_on_commit(task: Task, released: list[int]) -> None:
+def shards_send_on_commit(task: Task, released: list[int]) -> None:
+    """One message per datacenter shard of these queued subtasks, sent after commit."""
     by_dc: dict[str, list[int]] = defaultdict(list)
     rows = SubTask.objects.filter(task_id=task.pk, status=SubTaskStatus.QUEUED)
     wanted = set(released)

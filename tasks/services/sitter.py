@@ -1,0 +1,142 @@
+"""The sitter: finds subtasks whose worker went silent and learns their real outcome from the
+agent (the pull half of push + pull); keeps each host's status and last-seen time current."""
+
+import logging
+from collections import defaultdict
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from ccs import routing
+from ccs.celery import app as celery_app
+from permissions.models import Host
+
+from ..fanout import FANOUT, endpoint_for, failure, result_from_reply
+from ..models import SubTask, Task
+from ..results import HostResult
+from ..selectors import shard_jobs
+from ..states import TASK_ACTIVE, SubTaskStatus
+from ..transitions import events_record, lock_movable, move_uniform
+from .release import shards_send_on_commit
+from .shard import shard_results_save
+
+log = logging.getLogger(__name__)
+S = SubTaskStatus
+PROBE_CHUNK = 5000
+
+
+def sitter_run() -> dict[str, int]:
+    """Ask the datacenter workers to pull the status of every overdue subtask; re-send shards
+    that sat queued too long. Returns what it asked for."""
+    now = timezone.now()
+    overdue: dict[tuple[int, str], list[int]] = defaultdict(list)
+    stale = 0
+    for task in Task.objects.filter(status__in=TASK_ACTIVE).only("id", "timeout", "priority"):
+        cutoff = now - timedelta(seconds=task.timeout + settings.CCS_SITTER_GRACE)
+        rows = SubTask.objects.filter(task=task, status=S.RUNNING, started_at__lt=cutoff)
+        for subtask_id, datacenter in rows.values_list("id", "datacenter__name"):
+            overdue[(task.pk, datacenter)].append(subtask_id)
+        stale += _requeue_stale(task, now)
+    for (task_id, datacenter), ids in overdue.items():
+        celery_app.send_task(routing.TASK_PULL, kwargs={
+            "task_id": task_id, "datacenter": datacenter, "subtask_ids": ids,
+        })
+    return {"overdue": sum(len(ids) for ids in overdue.values()), "requeued": stale}
+
+
+def _requeue_stale(task: Task, now: datetime) -> int:
+    """Shards whose message was lost (queued for too long): send them again. Starting is
+    guarded, so a shard that was only slow is not run twice."""
+    cutoff = now - timedelta(seconds=settings.CCS_SITTER_QUEUED_GRACE)
+    ids = list(SubTask.objects.filter(task=task, status=S.QUEUED, queued_at__lt=cutoff)
+               .values_list("id", flat=True))
+    if ids:
+        with transaction.atomic():
+            shards_send_on_commit(task, ids)
+    return len(ids)
+
+
+def subtasks_pull(*, task_id: int, subtask_ids: list[int]) -> dict[str, int]:
+    """Ask each agent for its job's status by id and record what it says: the result of a
+    finished job; a re-dispatch of a job it never received; `lost` if it stays unreachable."""
+    jobs = shard_jobs(task_id, subtask_ids)
+    replies = FANOUT.call_all(
+        [(job.endpoint, {"op": "status", "job_id": job.job["id"]}) for job in jobs],
+        timeout=settings.CCS_SITTER_PULL_TIMEOUT,
+    )
+    results, unknown, counts = [], [], defaultdict(int)
+    lost_after = timezone.now() - timedelta(seconds=settings.CCS_SITTER_LOST_AFTER)
+    started = dict(SubTask.objects.filter(id__in=subtask_ids).values_list("id", "started_at"))
+    for job, reply in zip(jobs, replies, strict=True):
+        state = _state(reply)
+        counts[state] += 1
+        if state == "done":
+            results.append(result_from_reply(job.subtask_id, {"ok": True, **reply}))
+        elif state == "unknown":
+            unknown.append(job.subtask_id)
+        elif state == "unreachable" and started[job.subtask_id] < lost_after:
+            results.append(_lost(job.subtask_id, f"agent unreachable: {reply}"))
+    if results:
+        shard_results_save(task_id=task_id, results=results)
+    if unknown:
+        _redispatch(task_id, unknown)
+    return dict(counts)
+
+
+def _state(reply: object) -> str:
+    if isinstance(reply, BaseException):
+        return "unreachable"
+    if not reply.get("ok"):
+        return "unknown" if "unknown" in str(reply.get("error")) else "error"
+    return str(reply.get("state"))
+
+
+def _lost(subtask_id: int, reason: str) -> HostResult:
+    return replace(failure(subtask_id, reason), status=S.LOST)
+
+
+def _redispatch(task_id: int, subtask_ids: list[int]) -> None:
+    """Jobs the agent never received go back on the queue, with events."""
+    now = timezone.now()
+    with transaction.atomic():
+        locked = [r for r in lock_movable(task_id, S.QUEUED, subtask_ids) if r[1] == S.RUNNING]
+        moved = move_uniform(task_id, S.QUEUED, locked, queued_at=now)
+        events_record(task_id, moved, now)
+        shards_send_on_commit(Task.objects.get(pk=task_id), [m.subtask_id for m in moved])
+    log.warning("task %s: re-dispatched %d jobs their agents never received", task_id, len(moved))
+
+
+def hosts_probe_plan() -> int:
+    """Ask each datacenter's workers to probe their agent hosts, in chunks."""
+    rows = Host.objects.filter(channel=Host.Channel.AGENT).order_by("id")
+    by_dc: dict[str, list[int]] = defaultdict(list)
+    for host_id, datacenter in rows.values_list("id", "datacenter__name"):
+        by_dc[datacenter].append(host_id)
+    for datacenter, ids in by_dc.items():
+        for start in range(0, len(ids), PROBE_CHUNK):
+            celery_app.send_task(routing.TASK_PROBE, kwargs={
+                "datacenter": datacenter, "host_ids": ids[start:start + PROBE_CHUNK],
+            })
+    return sum(len(ids) for ids in by_dc.values())
+
+
+def hosts_probe(*, host_ids: list[int]) -> dict[str, int]:
+    """Health-check each host's agent; mark it online (and seen now) or offline."""
+    hosts = list(Host.objects.filter(id__in=host_ids).values_list(
+        "id", "hostname", "address", "port", "key_salt"))
+    replies = FANOUT.call_all(
+        [(endpoint_for(name, address, port, salt), {"op": "health"})
+         for _, name, address, port, salt in hosts],
+        timeout=settings.CCS_SITTER_PULL_TIMEOUT,
+    )
+    online = [
+        host[0] for host, reply in zip(hosts, replies, strict=True)
+        if isinstance(reply, dict) and reply.get("ok")
+    ]
+    offline = sorted(set(host_ids) - set(online))
+    Host.objects.filter(id__in=online).update(status=Host.Status.ONLINE, last_seen=timezone.now())
+    Host.objects.filter(id__in=offline).update(status=Host.Status.OFFLINE)
+    return {"online": len(online), "offline": len(offline)}
