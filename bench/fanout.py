@@ -15,7 +15,7 @@ import asyncio
 import threading
 import time
 
-from common import django_on_bench_database
+from common import bench_stack, django_on_bench_database
 
 
 def main() -> None:
@@ -26,57 +26,17 @@ def main() -> None:
     args = parser.parse_args()
     if args.hosts < 2:
         parser.error("--hosts must be at least 2")
-    url = django_on_bench_database()
+    django_on_bench_database()
     from django.conf import settings
 
-    from ccs.stack import WORKER_PROCESSES, Stack, StackError, port_open, wait_for, workers_ready
-
-    seeded = seed(args.hosts, args.exec_mode)
-    stack = Stack()
-    stack.env.update(DATABASE_URL=url)
-    try:
-        for name, config in seeded.items():
-            stack.start(f"fleet-{name}", f"ccs-agent fleet --config {config['path']}")
-        for name in WORKER_PROCESSES:
-            stack.start(name)
-        for name, config in seeded.items():
-            wait_for(lambda p=config["port"]: port_open(p), f"fleet-{name}")
-        wait_for(lambda: workers_ready(settings.CELERY_BROKER_URL), "workers", timeout=60)
+    with bench_stack(args.hosts, args.exec_mode):
         print(f"hosts: {args.hosts} in 2 datacenters, exec={args.exec_mode}, "
               f"shard size {settings.CCS_SHARD_SIZE}, fan-out concurrency "
               f"{settings.CCS_FANOUT_CONCURRENCY} per shard")
         for run in range(1, args.runs + 1):
             label = "cold (new channels)" if run == 1 else "warm (pooled channels)"
             measure_task(label, args.hosts, settings.CELERY_BROKER_URL)
-        channel_floor(seeded)
-    except StackError as exc:
-        raise SystemExit(f"bench: {exc} (logs in var/log/)") from None
-    finally:
-        stack.stop()
-
-
-def seed(hosts: int, exec_mode: str) -> dict[str, dict]:
-    from django.conf import settings
-    from django.core.management import call_command
-
-    from ccs.stack import free_port
-    from permissions.services import datacenter_ensure, node_ensure, simulated_hosts_ensure
-
-    seeded = {}
-    for index, name in enumerate(("dc1", "dc2")):
-        count = hosts // 2 + (hosts % 2 if index == 0 else 0)
-        port = free_port()
-        # Each size has its own hosts, so runs of different sizes share the database.
-        simulated_hosts_ensure(
-            datacenter=datacenter_ensure(name=name),
-            node=node_ensure(path=f"bench/n{hosts}/{name}"),
-            prefix=f"bench{hosts}-{name}", count=count, address="127.0.0.1", port=port,
-        )
-        path = settings.VAR_DIR / f"bench-fleet-{name}.json"
-        call_command("fleet_config", datacenter=name, listen=f"127.0.0.1:{port}", out=path,
-                     exec_mode=exec_mode, verbosity=0)
-        seeded[name] = {"port": port, "path": path, "count": count}
-    return seeded
+        channel_floor()
 
 
 class MessageCounter:
@@ -169,7 +129,7 @@ def _commits(connection) -> int:
         return cursor.fetchone()[0]
 
 
-def channel_floor(seeded: dict[str, dict]) -> None:
+def channel_floor() -> None:
     """The same hosts reached by the channel alone: handshake + one `run` of the same job."""
     from agent.client import ChannelPool
     from tasks.models import SubTask, Task
