@@ -5,9 +5,11 @@ import os
 from celery import Celery
 
 from . import routing
+from .env import settings_or_exit
 from .routing import QUEUE_CALLBACKS, QUEUE_CONTROL, route_task
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "ccs.settings")
+settings_or_exit()
 
 app = Celery("ccs")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -94,3 +94,16 @@ def env_public_keys(name: str) -> list[str]:
         )
         keys.append(pem.decode())
     return keys
+
+
+def settings_or_exit() -> None:
+    """Load the settings now; a bad value stops the process with its message, no traceback."""
+    import sys
+
+    from django.conf import settings
+
+    try:
+        settings.INSTALLED_APPS  # noqa: B018 - the access loads and checks every setting
+    except ImproperlyConfigured as exc:
+        sys.stderr.write(f"ccs: configuration error: {exc}\n")
+        raise SystemExit(2) from None
