@@ -3,32 +3,45 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import os
 import pwd
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent.control import Control
 from agent.errors import JobRefused
+from agent.process import kill_group, stop_group, until_stopped, wait_in_thread
+from agent.results import (
+    NO_OUTPUT,
+    STOPPED_BY_OPERATOR,
+    Stream,
+    make_result,
+    refused_result,
+    stopped_before_start,
+)
 from agent.signing import canonical_bytes, verify
+
+__all__ = ["Account", "Executor", "Plan", "job_env", "refused_result", "resolve_account"]
 
 INTERPRETERS: dict[str, str] = {"bash": ".sh", "sh": ".sh", "python3": ".py"}
 EXEC_MODES = ("process", "dry")
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 OUTPUT_CAP = 64 * 1024
 KILL_GRACE = 2.0
-_READ_CHUNK = 64 * 1024
+# A job that starts frozen stops itself before its interpreter is even exec'd, so not one
+# instruction of the plugin runs until it is resumed.
+FROZEN_LAUNCHER = ["/bin/sh", "-c", 'kill -STOP $$ && exec "$@"', "ccs-frozen"]
+FREEZE_LIMIT = 5.0
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _JOB_FIELDS: dict[str, type] = {
     "id": str,
@@ -71,9 +84,9 @@ class Plan:
 @dataclass
 class _Outcome:
     exit_code: int | None
-    timed_out: bool
-    stdout: _Capture
-    stderr: _Capture
+    ending: str | None  # "timeout" or "stopped" when the agent ended the job
+    stdout: Stream
+    stderr: Stream
 
 
 class Executor:
@@ -96,13 +109,13 @@ class Executor:
         self.output_cap = output_cap
         self.kill_grace = kill_grace
 
-    async def run(self, job: object) -> dict[str, Any]:
+    async def run(self, job: object, **options: Any) -> dict[str, Any]:
         """Check and execute a job; a failed check becomes a "refused" result."""
         try:
             plan = self.check(job)
         except JobRefused as exc:
             return refused_result(job, exc.reason)
-        return await self.execute(plan)
+        return await self.execute(plan, **options)
 
     def check(self, job: object) -> Plan:
         """Run every check in order and return the plan, or raise JobRefused."""
@@ -134,68 +147,113 @@ class Executor:
             params=job["params"],
         )
 
-    async def execute(self, plan: Plan) -> dict[str, Any]:
-        """Run a checked job (or pretend to, in dry mode) and return its result."""
+    async def execute(
+        self,
+        plan: Plan,
+        *,
+        control: Control | None = None,
+        host_id: str = "",
+        outputs: tuple[int, int] | None = None,
+        on_spawn: Callable[[int], None] | None = None,
+    ) -> dict[str, Any]:
+        """Run a checked job (or pretend to, in dry mode) and return its result.
+
+        `control` lets an operator pause, resume and stop it; `outputs` are two file
+        descriptors that receive a copy of the kept output as it arrives; `on_spawn` is told
+        the process group id as soon as it exists.
+        """
+        control = control or Control()
+        if control.stopping:
+            return stopped_before_start(plan.job_id)
         started = time.time()
         if self.exec_mode == "dry":
-            out = _Capture.of(f"dry-run {plan.plugin} v{plan.version}\n".encode())
-            return _result(plan.job_id, "success", 0, out, _Capture.of(b""), started)
+            data = f"dry-run {plan.plugin} v{plan.version}\n".encode()
+            out = Stream(data, len(data))
+            return make_result(plan.job_id, "success", 0, out, NO_OUTPUT, started)
         workdir = None
         try:
             try:
                 workdir = tempfile.mkdtemp(prefix="ccs-job-")
-                proc = _spawn(workdir, plan)
+                frozen = control.paused
+                proc = _spawn(workdir, plan, host_id, frozen=frozen)
             except OSError as exc:
-                empty = _Capture.of(b"")
                 reason = f"spawn-failed: {exc}"
-                return _result(plan.job_id, "failed", None, empty, empty, started, reason)
-            outcome = await self._supervise(proc, plan.timeout)
+                return make_result(
+                    plan.job_id, "failed", None, NO_OUTPUT, NO_OUTPUT, started, reason
+                )
+            if on_spawn is not None:
+                on_spawn(proc.pid)
+            outcome = await self._supervise(proc, plan.timeout, control, frozen, outputs)
         finally:
             if workdir is not None:
                 shutil.rmtree(workdir, ignore_errors=True)
         return _outcome_result(plan, outcome, started)
 
-    async def _supervise(self, proc: subprocess.Popen[bytes], timeout: float) -> _Outcome:
-        exited = _wait_in_thread(proc)
+    async def _supervise(
+        self,
+        proc: subprocess.Popen[bytes],
+        timeout: float,
+        control: Control,
+        frozen: bool,
+        outputs: tuple[int, int] | None,
+    ) -> _Outcome:
+        exited = wait_in_thread(proc)
+        # from the moment the exit is known, the (reusable) group id is never signalled again
+        exited.add_done_callback(lambda _: control.detach())
+        sinks = outputs or (None, None)
         captures: list[_Capture] = []
         try:
-            for pipe in (proc.stdout, proc.stderr):
-                captures.append(await _Capture.attach(pipe, self.output_cap))
-            timed_out = await self._await_exit(proc.pid, exited, timeout)
+            for pipe, sink in zip((proc.stdout, proc.stderr), sinks, strict=True):
+                captures.append(await _Capture.attach(pipe, self.output_cap, sink))
+            if frozen:
+                await until_stopped(proc.pid, exited, FREEZE_LIMIT)
+            if not exited.done():
+                control.attach(proc.pid, frozen=frozen)
+            ending = await self._await_exit(proc.pid, exited, timeout, control)
         except asyncio.CancelledError:
             # the agent is shutting down: leave nothing of the job behind, and return only
             # once the job is really gone so that a restart cannot overlap with it
             for capture in captures:
                 capture.close()
-            await _kill_group(proc.pid, exited, self.kill_grace)
+            await kill_group(proc.pid, exited, self.kill_grace)
             raise
         await _finish_reading(captures, self.kill_grace)
-        code = None if timed_out else exited.result()
-        return _Outcome(code, timed_out, captures[0], captures[1])
+        code = None if ending else exited.result()
+        return _Outcome(code, ending, captures[0].stream(), captures[1].stream())
 
-    async def _await_exit(self, pgid: int, exited: asyncio.Future[int], timeout: float) -> bool:
-        """Wait for the job to exit; on timeout stop its whole process group and return True."""
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.shield(exited)
-        except TimeoutError:
-            await _stop_group(pgid, exited, self.kill_grace)
-            return True
-        return False
+    async def _await_exit(
+        self, pgid: int, exited: asyncio.Future[int], timeout: float, control: Control
+    ) -> str | None:
+        """Wait for the job to exit, counting only running time against its timeout; on
+        timeout or stop, end its whole process group and say which it was."""
+        while not exited.done():
+            remaining = control.remaining(timeout)
+            ending = "stopped" if control.stopping else None
+            if ending is None and remaining is not None and remaining <= 0:
+                ending = "timeout"
+            if ending is not None:
+                await stop_group(pgid, exited, self.kill_grace)
+                return ending
+            await asyncio.wait(
+                [exited, control.wakeup()], timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+            )
+        return None
 
 
-def _spawn(workdir: str, plan: Plan) -> subprocess.Popen[bytes]:
+def _spawn(workdir: str, plan: Plan, host_id: str, *, frozen: bool) -> subprocess.Popen[bytes]:
     script = _prepare_workdir(workdir, plan)
+    argv = [plan.interpreter, script]
     with open(os.path.join(workdir, "params.json"), "rb") as stdin:
         return subprocess.Popen(
-            [plan.interpreter, script],
+            [*FROZEN_LAUNCHER, *argv] if frozen else argv,
             stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=workdir,
-            env=job_env(plan),
+            env=job_env(plan, host_id),
             close_fds=True,
-            # own session and process group, so a timeout can kill everything it spawned
+            # own session and process group, so that pause, stop and timeout reach
+            # everything it spawned
             start_new_session=True,
             **_identity(plan.account),
         )
@@ -257,14 +315,16 @@ def _identity(account: Account) -> dict[str, Any]:
     return {"user": account.uid, "group": account.gid, "extra_groups": list(account.groups)}
 
 
-def job_env(plan: Plan) -> dict[str, str]:
+def job_env(plan: Plan, host_id: str = "") -> dict[str, str]:
     """Return the clean environment of a job: nothing of the agent's own environment leaks."""
     env = {
         "PATH": CLEAN_PATH,
         "HOME": plan.account.home,
         "USER": plan.account.name,
+        "LOGNAME": plan.account.name,
         "LANG": "C.UTF-8",
         "CCS_JOB_ID": plan.job_id,
+        "CCS_HOST_ID": host_id,
     }
     for name, value in plan.params.items():
         text = _scalar_text(value)
@@ -302,24 +362,25 @@ def _write_private(path: str, data: bytes) -> None:
 
 
 class _Capture(asyncio.Protocol):
-    """Keeps the first `cap` bytes of a pipe and counts the rest, so memory stays bounded."""
+    """Keeps the first `cap` bytes of a pipe and counts the rest, so memory stays bounded.
 
-    def __init__(self, cap: int) -> None:
+    With a sink (a file descriptor), the kept bytes are also written there as they arrive,
+    plus one byte more when there is more, so a reader of the file alone knows whether the
+    output was truncated.
+    """
+
+    def __init__(self, cap: int, sink: int | None = None) -> None:
         self.cap = cap
         self.data = bytearray()
         self.size = 0
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.BaseTransport | None = None
+        self._sink = sink
+        self._sunk = 0
 
     @classmethod
-    def of(cls, data: bytes) -> _Capture:
-        capture = cls(len(data))
-        capture.data_received(data)
-        return capture
-
-    @classmethod
-    async def attach(cls, pipe: Any, cap: int) -> _Capture:
-        capture = cls(cap)
+    async def attach(cls, pipe: Any, cap: int, sink: int | None) -> _Capture:
+        capture = cls(cap, sink)
         loop = asyncio.get_running_loop()
         capture.transport, _ = await loop.connect_read_pipe(lambda: capture, pipe)
         return capture
@@ -329,6 +390,17 @@ class _Capture(asyncio.Protocol):
         room = self.cap - len(self.data)
         if room > 0:
             self.data += data[:room]
+        if self._sink is not None:
+            self._copy(data)
+
+    def _copy(self, data: bytes) -> None:
+        room = self.cap + 1 - self._sunk
+        if room <= 0:
+            return
+        try:
+            self._sunk += os.write(self._sink, data[:room])  # type: ignore[arg-type]
+        except OSError:
+            self._sink = None  # a full disk costs the copy, never the job
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():
@@ -338,83 +410,8 @@ class _Capture(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    @property
-    def truncated(self) -> bool:
-        return self.size > len(self.data)
-
-    def text(self) -> str:
-        return self.data.decode("utf-8", errors="replace")
-
-
-def _wait_in_thread(proc: subprocess.Popen[bytes]) -> asyncio.Future[int]:
-    # Popen (not asyncio's subprocess) because uvloop cannot switch user/group; a thread
-    # per running job is cheap next to the process it waits for
-    loop = asyncio.get_running_loop()
-    exited: asyncio.Future[int] = loop.create_future()
-
-    def deliver(code: int) -> None:
-        if not exited.done():
-            exited.set_result(code)
-
-    def wait() -> None:
-        code = proc.wait()
-        with contextlib.suppress(RuntimeError):  # the loop closed first
-            loop.call_soon_threadsafe(deliver, code)
-
-    threading.Thread(target=wait, name=f"ccs-wait-{proc.pid}", daemon=True).start()
-    return exited
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # killpg also succeeds for zombies that a slow init has not reaped yet; /proc tells
-    # whether anything of the group still runs, so a clean exit needs no full grace
-    return _proc_group_running(pgid) if os.path.isdir("/proc/self") else True
-
-
-def _proc_group_running(pgid: int) -> bool:
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as handle:
-                fields = handle.read().rsplit(b")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
-
-
-async def _stop_group(pgid: int, exited: asyncio.Future[int], grace: float) -> None:
-    """SIGTERM the job's process group, then SIGKILL whatever is left after the grace."""
-    _signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _group_alive(pgid):
-        await asyncio.sleep(0.05)
-    await _kill_group(pgid, exited, grace)
-
-
-async def _kill_group(pgid: int, exited: asyncio.Future[int], settle: float) -> None:
-    """SIGKILL the group and wait until nothing of it runs any more (for at most `settle`)."""
-    _signal_group(pgid, signal.SIGKILL)
-    await asyncio.wait([exited], timeout=settle)
-    deadline = time.monotonic() + settle
-    # a killed process lingers until scheduled, and one forked just before the signal
-    # may miss it: signal again until the group is really empty
-    while time.monotonic() < deadline and _group_alive(pgid):
-        _signal_group(pgid, signal.SIGKILL)
-        await asyncio.sleep(0.01)
+    def stream(self) -> Stream:
+        return Stream(bytes(self.data), self.size, self.size > len(self.data))
 
 
 async def _finish_reading(captures: list[_Capture], grace: float) -> None:
@@ -426,55 +423,12 @@ async def _finish_reading(captures: list[_Capture], grace: float) -> None:
 
 
 def _outcome_result(plan: Plan, outcome: _Outcome, started: float) -> dict[str, Any]:
-    if outcome.timed_out:
+    if outcome.ending == "timeout":
         status, reason = "timeout", f"timed out after {plan.timeout} s"
+    elif outcome.ending == "stopped":
+        status, reason = "stopped", STOPPED_BY_OPERATOR
     else:
         status, reason = ("success" if outcome.exit_code == 0 else "failed"), None
-    return _result(
+    return make_result(
         plan.job_id, status, outcome.exit_code, outcome.stdout, outcome.stderr, started, reason
     )
-
-
-def _result(
-    job_id: str | None,
-    status: str,
-    exit_code: int | None,
-    stdout: _Capture,
-    stderr: _Capture,
-    started: float,
-    reason: str | None = None,
-) -> dict[str, Any]:
-    return {
-        "job_id": job_id,
-        "status": status,
-        "exit_code": exit_code,
-        "stdout": stdout.text(),
-        "stderr": stderr.text(),
-        "stdout_truncated": stdout.truncated,
-        "stderr_truncated": stderr.truncated,
-        "stdout_size": stdout.size,
-        "stderr_size": stderr.size,
-        "started_at": started,
-        "finished_at": time.time(),
-        "reason": reason,
-    }
-
-
-def refused_result(job: object, reason: str) -> dict[str, Any]:
-    """Return the result of a job refused before running."""
-    job_id = job.get("id") if isinstance(job, dict) else None
-    now = time.time()
-    return {
-        "job_id": job_id if isinstance(job_id, str) else None,
-        "status": "refused",
-        "exit_code": None,
-        "stdout": "",
-        "stderr": "",
-        "stdout_truncated": False,
-        "stderr_truncated": False,
-        "stdout_size": 0,
-        "stderr_size": 0,
-        "started_at": now,
-        "finished_at": now,
-        "reason": reason,
-    }
