@@ -16,16 +16,35 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent.executor import EXEC_MODES, OUTPUT_CAP
+from agent import __version__
+from agent.executor import EXEC_MODES, KILL_GRACE, OUTPUT_CAP
 from agent.keys import KEY_SIZE
-from agent.server import AgentServer
+from agent.log import event
+from agent.server import RETENTION, AgentServer
 from agent.signing import load_public_key
-
-log = logging.getLogger("ccs.agent")
+from agent.spool import SpoolLocked
 
 
 class ConfigError(Exception):
     """A configuration value is missing or wrong; the message starts with the field name."""
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+MAX_OUTPUT_CAP = 1024 * 1024  # two capped streams must still fit a 4 MiB reply frame
+COMMON_FIELDS = (
+    "listen",
+    "public_keys",
+    "spool",
+    "output_cap",
+    "kill_grace",
+    "retention",
+    "start_delay",
+    "log_level",
+)
+FIELDS = {
+    "serve": ("host_id", "key", "key_file", *COMMON_FIELDS),
+    "fleet": ("hosts", "exec_mode", *COMMON_FIELDS),
+}
 
 
 @dataclass(frozen=True)
@@ -38,24 +57,34 @@ class Settings:
     listen_port: int
     exec_mode: str
     output_cap: int
+    spool: str | None = None
+    kill_grace: float = KILL_GRACE
+    retention: float = RETENTION
+    start_delay: float = 0.0
+    log_level: str = "info"
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point of `ccs-agent`."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
     try:
         settings = load_settings(args.command, _read_config(args.config))
+        if settings.spool is not None:
+            prepare_spool(settings.spool)
     except ConfigError as exc:
         print(f"ccs-agent: config error: {exc}", file=sys.stderr)
         sys.exit(2)
+    logging.basicConfig(
+        level=(args.log_level or settings.log_level).upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
     raise_nofile_limit()
     try:
         _run(lambda: _serve(settings))
+    except SpoolLocked as exc:
+        print(f"ccs-agent: spool: {exc}", file=sys.stderr)
+        sys.exit(1)
     except OSError as exc:
         print(f"ccs-agent: cannot listen: {exc}", file=sys.stderr)
         sys.exit(1)
@@ -63,7 +92,9 @@ def main(argv: list[str] | None = None) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ccs-agent", description=__doc__)
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning"])
+    parser.add_argument(
+        "--log-level", choices=LOG_LEVELS, help="overrides log_level of the config file"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("serve", "serve one host"), ("fleet", "serve many host identities")):
         sub = commands.add_parser(name, help=help_text)
@@ -86,16 +117,64 @@ def _read_config(path: str) -> dict[str, Any]:
 
 def load_settings(command: str, config: dict[str, Any]) -> Settings:
     """Validate a `serve` or `fleet` configuration; raise ConfigError naming the bad field."""
+    for name in config:
+        if name not in FIELDS[command]:
+            raise ConfigError(f"{name}: unknown field for {command} ({', '.join(FIELDS[command])})")
     host, port = _listen(config.get("listen"))
     keys = _fleet_keys(config) if command == "fleet" else _single_key(config)
-    exec_mode = config.get("exec_mode", "process") if command == "fleet" else "process"
+    exec_mode = config.get("exec_mode", "process")
     if exec_mode not in EXEC_MODES:
         raise ConfigError(f"exec_mode: must be one of {', '.join(EXEC_MODES)}")
     output_cap = config.get("output_cap", OUTPUT_CAP)
-    if not isinstance(output_cap, int) or isinstance(output_cap, bool) or output_cap < 0:
-        raise ConfigError("output_cap: must be a non-negative integer")
-    public_keys = _public_keys(config.get("public_keys"))
-    return Settings(keys, public_keys, host, port, exec_mode, output_cap)
+    if not _is_int(output_cap) or not 0 <= output_cap <= MAX_OUTPUT_CAP:
+        raise ConfigError(f"output_cap: must be an integer from 0 to {MAX_OUTPUT_CAP} (bytes)")
+    log_level = config.get("log_level", "info")
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"log_level: must be one of {', '.join(LOG_LEVELS)}")
+    return Settings(
+        keys=keys,
+        public_keys=_public_keys(config.get("public_keys")),
+        listen_host=host,
+        listen_port=port,
+        exec_mode=exec_mode,
+        output_cap=output_cap,
+        spool=_spool(command, config),
+        kill_grace=_seconds(config, "kill_grace", KILL_GRACE, low=0.01, high=600),
+        retention=_seconds(config, "retention", RETENTION, low=1, high=366 * 86400),
+        start_delay=_seconds(config, "start_delay", 0.0, low=0, high=3600),
+        log_level=log_level,
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _seconds(config: dict[str, Any], field: str, default: float, low: float, high: float) -> float:
+    value = config.get(field, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or not low <= value <= high:
+        raise ConfigError(f"{field}: must be a number of seconds from {low:g} to {high:g}")
+    return float(value)
+
+
+def _spool(command: str, config: dict[str, Any]) -> str | None:
+    if "spool" not in config and command == "serve":
+        # a production agent backs jobs up; running without is a choice to write down
+        raise ConfigError("spool: required for serve (a directory, or null for memory only)")
+    value = config.get("spool")
+    if value is not None and (not isinstance(value, str) or not value or "\x00" in value):
+        raise ConfigError("spool: must be a directory path or null")
+    return value
+
+
+def prepare_spool(path: str) -> None:
+    """Create the spool directory (mode 0700) if needed; ConfigError if it cannot be used."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"spool: cannot create {path}: {exc.strerror}") from None
+    if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(f"spool: {path} is not a writable directory")
 
 
 def _listen(value: object) -> tuple[str, int]:
@@ -113,6 +192,8 @@ def _single_key(config: dict[str, Any]) -> dict[str, bytes]:
     if not isinstance(host_id, str) or not 1 <= len(host_id.encode()) <= 255:
         raise ConfigError("host_id: must be a non-empty string of at most 255 bytes")
     if "key_file" in config:
+        if "key" in config:
+            raise ConfigError("key_file: give key or key_file, not both")
         return {host_id: _key_from_file(config["key_file"])}
     return {host_id: _hex_key("key", config.get("key"))}
 
@@ -201,16 +282,25 @@ async def _serve(settings: Settings) -> None:
         settings.listen_port,
         exec_mode=settings.exec_mode,
         output_cap=settings.output_cap,
+        kill_grace=settings.kill_grace,
+        spool=settings.spool,
+        retention=settings.retention,
+        start_delay=settings.start_delay,
     )
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    log.info(
-        "listening port=%s hosts=%s mode=%s", server.port, len(settings.keys), settings.exec_mode
+    event(
+        "listening",
+        port=server.port,
+        hosts=len(settings.keys),
+        mode=settings.exec_mode,
+        spool=settings.spool,
+        version=__version__,
     )
     print(f"ready {server.port}", flush=True)
     await stop.wait()
-    log.info("stopping")
+    event("stopping")
     await server.close()

@@ -156,7 +156,15 @@ def test_requests_are_multiplexed_on_one_connection(
 
     health, status, ran = asyncio.run(scenario())
     assert health["running"] == 1 and health["jobs"] == 1
-    assert status == {"rid": status["rid"], "ok": True, "state": "running", "result": None}
+    pid = status["pid"]
+    assert isinstance(pid, int) and pid > 1
+    assert status == {
+        "rid": status["rid"],
+        "ok": True,
+        "state": "running",
+        "result": None,
+        "pid": pid,
+    }
     assert ran["result"]["stdout"] == "slow\n"
 
 
