@@ -118,7 +118,7 @@ def measure_task(label: str, hosts: int, broker: str) -> None:
     commits = _commits(connection) - commits_before
     print(f"{label}: {total} hosts  API create {created:.2f} s  "
           f"create→all persisted {elapsed:.2f} s  ({total / elapsed:,.0f} hosts/s)  "
-          f"celery messages {counter.count}  db commits ~{commits}  outcome {counts}")
+          f"celery messages {counter.count}  db transactions ~{commits}  outcome {counts}")
 
 
 def _commits(connection) -> int:

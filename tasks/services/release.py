@@ -16,11 +16,12 @@ from ccs.celery import app as celery_app
 
 from ..control import Progress, batch_limits, failure_limit, release_budget
 from ..models import SubTask, Task
-from ..states import FAILURES, ON_HOST, SubTaskStatus, TaskStatus
+from ..states import FAILURES, FINAL, ON_HOST, SubTaskStatus, TaskStatus
 from ..transitions import events_record, lock_movable, move_uniform
 
 log = logging.getLogger(__name__)
 RELEASING = (TaskStatus.PENDING, TaskStatus.RUNNING)
+NOT_FINAL = sorted(set(SubTaskStatus) - FINAL)
 
 
 def release_request(task_id: int) -> None:
@@ -107,6 +108,12 @@ def task_progress_update(task_id: int, now: datetime) -> None:
     """After subtasks moved: finish the task, pause it at a batch end or on its failure
     threshold, or ask the controller for more. Takes the task row lock; call it last."""
     task = Task.objects.select_for_update().get(pk=task_id)
+    if not (task.batches or task.failure_threshold or task.concurrency):
+        # Nothing to pause or release: only "is every subtask final?", which an index
+        # answers at once, instead of counting the task's subtasks after every batch.
+        if not SubTask.objects.filter(task_id=task_id, status__in=NOT_FINAL).exists():
+            _finish(task, now)
+        return
     progress = progress_read(task_id)
     if progress.done:
         _finish(task, now)
