@@ -22,7 +22,7 @@ from agent.keys import KEY_SIZE
 from agent.log import event
 from agent.server import RETENTION, AgentServer
 from agent.signing import load_public_key
-from agent.spool import SpoolLocked
+from agent.spool import SpoolError
 
 
 class ConfigError(Exception):
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     raise_nofile_limit()
     try:
         _run(lambda: _serve(settings))
-    except SpoolLocked as exc:
+    except SpoolError as exc:
         print(f"ccs-agent: spool: {exc}", file=sys.stderr)
         sys.exit(1)
     except OSError as exc:

@@ -31,8 +31,9 @@ KINDS = ("job", "hold", "run", "pid", "out", "err", "done")
 _LIVE_KINDS = ("job", "hold", "run", "pid", "out", "err")
 
 
-class SpoolLocked(Exception):
-    """Another agent process holds the spool: running both would break at-most-once."""
+class SpoolError(Exception):
+    """The spool cannot be used: locked by another agent (two would break at-most-once),
+    or not writable."""
 
 
 def file_key(text: str) -> str:
@@ -109,15 +110,18 @@ class SpoolRoot:
         self._lock_fd: int | None = None
 
     def open(self) -> None:
-        """Create the directory (mode 0700) and take its lock; raise SpoolLocked if taken."""
-        os.makedirs(self.path, mode=0o700, exist_ok=True)
-        os.chmod(self.path, 0o700)
-        fd = os.open(os.path.join(self.path, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        """Create the directory (mode 0700) and take its lock; raise SpoolError if we can't."""
+        try:
+            os.makedirs(self.path, mode=0o700, exist_ok=True)
+            os.chmod(self.path, 0o700)
+            fd = os.open(os.path.join(self.path, ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise SpoolError(f"{self.path}: {exc.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise SpoolLocked(f"{self.path} is in use by another ccs-agent") from None
+            raise SpoolError(f"{self.path} is in use by another ccs-agent") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd

@@ -360,3 +360,29 @@ def _assert_config_error(command: str, config: dict[str, Any], tmp_path: Path, f
     assert agent.proc.wait(timeout=15) == 2
     log = agent.log()
     assert f"config error: {field}" in log and "Traceback" not in log
+
+
+def test_the_systemd_unit_runs_the_production_agent() -> None:
+    unit = (REPO / "agent" / "ccs-agent.service").read_text()
+    lines = {line.strip() for line in unit.splitlines()}
+    assert {
+        "Type=simple",
+        "ExecStart=/usr/local/bin/ccs-agent serve --config /etc/ccs-agent/agent.json",
+        "Restart=always",
+        "User=root",
+        "KillMode=mixed",
+    } <= lines
+    # nothing that would stop a root agent from switching to the job's account
+    assert not any(line.startswith(("CapabilityBoundingSet", "PrivateUsers")) for line in lines)
+
+
+def test_the_example_config_is_valid(tmp_path: Path, signer: Ed25519PrivateKey) -> None:
+    from agent.cli import load_settings
+
+    config = json.loads((REPO / "agent" / "agent.example.json").read_text())
+    (tmp_path / "host.key").write_text(os.urandom(32).hex())
+    (tmp_path / "signing.pub").write_text(public_key_pem(signer))
+    config["key_file"] = str(tmp_path / "host.key")
+    config["public_keys"] = [str(tmp_path / "signing.pub")]
+    settings = load_settings("serve", config)
+    assert (settings.spool, settings.retention) == ("/var/lib/ccs-agent/spool", 7 * 86400)

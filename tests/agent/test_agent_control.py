@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -73,8 +74,9 @@ def test_pause_freezes_every_process_and_resume_finishes_with_full_output(
 
 
 def test_stop_kills_the_whole_group_and_the_run_answers_stopped_with_partial_output(
-    agent_server: Any, host_keys: dict[str, bytes], make_job: Job
+    agent_server: Any, host_keys: dict[str, bytes], make_job: Job, caplog: Any
 ) -> None:
+    caplog.set_level(logging.INFO, logger="ccs.agent")
     job = make_job("echo partial\necho oops >&2\nsleep 30 &\nsleep 30\necho never\n")
 
     async def scenario() -> None:
@@ -95,6 +97,9 @@ def test_stop_kills_the_whole_group_and_the_run_answers_stopped_with_partial_out
             assert (again["state"], again["result"]) == ("done", result)
 
     asyncio.run(scenario())
+    logged = caplog.text
+    assert f"job-stopped host={HOST_A} job={job['id']} pid=" in logged
+    assert f"job-end host={HOST_A} job={job['id']} status=stopped" in logged
 
 
 def test_stop_of_a_paused_job_that_ignores_sigterm_leaves_nothing_alive(
@@ -118,8 +123,9 @@ def test_stop_of_a_paused_job_that_ignores_sigterm_leaves_nothing_alive(
 
 
 def test_job_paused_before_it_arrives_starts_frozen_before_its_first_line(
-    agent_server: Any, host_keys: dict[str, bytes], make_job: Job, tmp_path: Path
+    agent_server: Any, host_keys: dict[str, bytes], make_job: Job, tmp_path: Path, caplog: Any
 ) -> None:
+    caplog.set_level(logging.INFO, logger="ccs.agent")
     marker = tmp_path / "ran"
     job = make_job(f"touch {marker}\necho hello\n")
 
@@ -144,6 +150,9 @@ def test_job_paused_before_it_arrives_starts_frozen_before_its_first_line(
             assert marker.exists()
 
     asyncio.run(scenario())
+    events = [line.split()[0] for line in caplog.messages if job["id"] in line]
+    assert events == ["job-paused", "job-received", "job-start", "job-resumed", "job-end"]
+    assert "paused=True" in next(m for m in caplog.messages if m.startswith("job-start"))
 
 
 def test_resume_before_arrival_clears_the_remembered_pause(

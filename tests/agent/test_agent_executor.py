@@ -168,10 +168,21 @@ def test_script_lives_in_a_private_directory_removed_afterwards(run: Any, make_j
 
 @as_root
 def test_root_agent_runs_the_job_as_the_requested_account(run: Any, make_job: Job) -> None:
-    body = 'id -un\necho "$HOME $USER"\ncat >/dev/null\n'
+    body = 'id -un\nid -u\nid -g\nid -G\necho "$HOME $USER $LOGNAME"\ncat >/dev/null\n'
     result = run(make_job(body, run_as=["nobody"], account="nobody"))
     assert result["status"] == "success", result
-    assert result["stdout"].splitlines() == ["nobody", "/nonexistent nobody"]
+    entry = pwd.getpwnam("nobody")
+    groups = sorted(os.getgrouplist("nobody", entry.pw_gid))
+    name, uid, gid, group_ids, env = result["stdout"].splitlines()
+    assert (name, int(uid), int(gid)) == ("nobody", entry.pw_uid, entry.pw_gid)
+    assert sorted(int(g) for g in group_ids.split()) == groups  # not root's groups
+    assert env == f"{entry.pw_dir} nobody nobody"
+
+
+def test_plugin_leads_its_own_session_and_process_group(run: Any, make_job: Job) -> None:
+    body = "import os\nprint(os.getpid() == os.getpgid(0) == os.getsid(0) != os.getppid())\n"
+    result = run(make_job(body, interpreter="python3"))
+    assert (result["status"], result["stdout"]) == ("success", "True\n")
 
 
 def test_dry_mode_checks_everything_but_runs_nothing(

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+import agent
 from agent.channel import Session, client_handshake, encode_frame, read_frame, server_handshake
 from agent.client import ChannelPool, Endpoint
 from agent.errors import ChannelError
@@ -76,7 +77,7 @@ def test_pooled_connection_is_reused_and_serves_each_host_identity(
     replies, stats = asyncio.run(scenario())
     assert [r["host_id"] for r in replies] == [HOST_A, HOST_A, HOST_A, HOST_B]
     assert len({r["rid"] for r in replies[:3]}) == 3
-    assert all(r["ok"] and r["version"] == "0.1.0" for r in replies)
+    assert all(r["ok"] and r["version"] == agent.__version__ for r in replies)
     assert (stats["connects"], stats["reuses"]) == (2, 2)
 
 
@@ -166,6 +167,29 @@ def test_requests_are_multiplexed_on_one_connection(
         "pid": pid,
     }
     assert ran["result"]["stdout"] == "slow\n"
+
+
+def test_health_reports_version_uptime_jobs_and_rejections(
+    agent_server: Any, host_keys: dict[str, bytes], make_job: Job
+) -> None:
+    async def scenario() -> dict[str, Any]:
+        async with agent_server() as server:
+            pool = ChannelPool()
+            await pool.request(
+                _endpoint(server, host_keys), {"op": "run", "job": make_job("true\n")}, 10
+            )
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(struct.pack(">I", 5) + b"NOPE!")
+            assert await _closed_by_server(reader)
+            health = await pool.request(_endpoint(server, host_keys), {"op": "health"}, 5)
+            await pool.close()
+            return health
+
+    health = asyncio.run(scenario())
+    assert health["version"] == agent.__version__ and health["uptime"] > 0
+    assert (health["running"], health["paused"], health["jobs"]) == (0, 0, 1)
+    assert health["spool"] is None  # jobs live in memory only
+    assert health["rejected"] == {"bad-version": 1} and health["rejected_total"] == 1
 
 
 def test_same_job_id_runs_once(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,9 @@ async def _shutdown(server: AgentServer, client: AgentClient) -> None:
 
 
 def test_a_job_is_in_the_spool_before_it_runs_and_only_its_result_stays(
-    host_keys: dict[str, bytes], signer: Any, make_job: Job, tmp_path: Path
+    host_keys: dict[str, bytes], signer: Any, make_job: Job, tmp_path: Path, caplog: Any
 ) -> None:
+    caplog.set_level(logging.INFO, logger="ccs.agent")
     spool = tmp_path / "spool"
     job_id = "job/with spaces/../and slashes"
     spooled = _job_dir(spool) / f"{file_key(job_id)}.job"
@@ -54,6 +56,8 @@ def test_a_job_is_in_the_spool_before_it_runs_and_only_its_result_stays(
     files = sorted(p.name for p in _job_dir(spool).iterdir())
     assert files == [f"{file_key(job_id)}.done", "host_id"]
     assert oct(spool.stat().st_mode & 0o777) == "0o700"
+    # an id with spaces is quoted in the log: one event, one line
+    assert f'job-spooled host={HOST_A} job="{job_id}"' in caplog.messages
 
 
 def test_decisions_survive_a_restart_finished_stopped_and_paused_ids(
