@@ -28,6 +28,7 @@ from .states import SubTaskStatus
 log = logging.getLogger(__name__)
 # Time the agent may need beyond the plugin's timeout to kill it and answer.
 REPLY_MARGIN = 15.0
+STATUS_TIMEOUT = 10.0
 _DONE = object()
 # Final states an agent may report for a job, as subtask states.
 AGENT_OUTCOMES = frozenset({
@@ -184,11 +185,30 @@ async def _run_one(pool: ChannelPool, job: HostJob, limit: asyncio.Semaphore, ou
             out.put(result_from_reply(job.subtask_id, reply))
         except ChannelError as exc:
             out.put(failure(job.subtask_id, f"unreachable: channel {exc.reason}"))
-        except (TimeoutError, OSError) as exc:
+        except TimeoutError:
+            if (result := await _after_silence(pool, job)) is not None:
+                out.put(result)
+        except OSError as exc:
             out.put(failure(job.subtask_id, f"unreachable: {type(exc).__name__} {exc}".strip()))
         except Exception as exc:  # one host's surprise must not lose the others' results
             log.exception("subtask %s: unexpected error", job.subtask_id)
             out.put(failure(job.subtask_id, f"internal error: {type(exc).__name__}"))
+
+
+async def _after_silence(pool: ChannelPool, job: HostJob) -> HostResult | None:
+    """No reply by the deadline, as for a job that was paused (paused time is off its clock):
+    ask for the result. A finished job's is recorded; a job the agent still holds, or one it
+    never got, or an agent that does not answer, is left to the sitter, which pulls it."""
+    ask = {"op": "result", "job_id": job.job["id"]}
+    try:
+        reply = await pool.request(job.endpoint, ask, STATUS_TIMEOUT)
+    except (ChannelError, TimeoutError, OSError):
+        return None
+    if reply.get("ok") and reply.get("state") == "done":
+        return result_from_reply(job.subtask_id, {"ok": True, "result": reply["result"]})
+    log.info("subtask %s: no reply by its deadline, agent says %s; left to the sitter",
+             job.subtask_id, reply.get("state") or reply.get("error"))
+    return None
 
 
 FANOUT = Fanout()

@@ -18,7 +18,7 @@ from ..fanout import FANOUT, endpoint_for, failure, result_from_reply
 from ..models import SubTask, Task
 from ..results import HostResult
 from ..selectors import shard_jobs
-from ..states import TASK_ACTIVE, SubTaskStatus
+from ..states import ON_HOST, TASK_ACTIVE, SubTaskStatus
 from ..transitions import events_record, lock_movable, move_uniform
 from .release import shards_send_on_commit
 from .shard import shard_results_save
@@ -36,7 +36,9 @@ def sitter_run() -> dict[str, int]:
     stale = 0
     for task in Task.objects.filter(status__in=TASK_ACTIVE).only("id", "timeout", "priority"):
         cutoff = now - timedelta(seconds=task.timeout + settings.CCS_SITTER_GRACE)
-        rows = SubTask.objects.filter(task=task, status=S.RUNNING, started_at__lt=cutoff)
+        # Paused ones too: their run's reply may have been given up on (paused time is off
+        # the job's clock); pulling only records a job that has ended.
+        rows = SubTask.objects.filter(task=task, status__in=ON_HOST, started_at__lt=cutoff)
         for subtask_id, datacenter in rows.values_list("id", "datacenter__name"):
             overdue[(task.pk, datacenter)].append(subtask_id)
         stale += _requeue_stale(task, now)
@@ -61,7 +63,8 @@ def _requeue_stale(task: Task, now: datetime) -> int:
 
 def subtasks_pull(*, task_id: int, subtask_ids: list[int]) -> dict[str, int]:
     """Ask each agent for its job's status by id and record what it says: the result of a
-    finished job; a re-dispatch of a job it never received; `lost` if it stays unreachable."""
+    finished job; a re-dispatch of a job it never received; `lost` if it stays unreachable.
+    A job still running or paused is left alone."""
     jobs = shard_jobs(task_id, subtask_ids)
     replies = FANOUT.call_all(
         [(job.endpoint, {"op": "status", "job_id": job.job["id"]}) for job in jobs],
