@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,7 @@ EXEC_MODES = ("process", "dry")
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 OUTPUT_CAP = 64 * 1024
 KILL_GRACE = 2.0
+VERIFIED_CACHE = 1024
 # A job that starts frozen stops itself before its interpreter is even exec'd, so not one
 # instruction of the plugin runs until it is resumed.
 FROZEN_LAUNCHER = ["/bin/sh", "-c", 'kill -STOP $$ && exec "$@"', "ccs-frozen"]
@@ -105,6 +107,7 @@ class Executor:
         if output_cap < 0:
             raise ValueError("output_cap: must not be negative")
         self.public_keys = list(public_keys)
+        self._verified: OrderedDict[tuple[bytes, str], None] = OrderedDict()
         self.exec_mode = exec_mode
         self.output_cap = output_cap
         self.kill_grace = kill_grace
@@ -117,18 +120,30 @@ class Executor:
             return refused_result(job, exc.reason)
         return await self.execute(plan, **options)
 
+    def _verify(self, meta: dict[str, Any], signed: bytes, signature: str) -> None:
+        """Verify the signature, remembering recent verified (metadata, signature) pairs: one
+        plugin version arrives in every job of a task, and Ed25519 is the costliest check."""
+        key = (signed, signature)
+        if key in self._verified:
+            self._verified.move_to_end(key)
+            return
+        verify(self.public_keys, meta, signature)
+        self._verified[key] = None
+        if len(self._verified) > VERIFIED_CACHE:
+            self._verified.popitem(last=False)
+
     def check(self, job: object) -> Plan:
         """Run every check in order and return the plan, or raise JobRefused."""
         job = _checked_fields(job)
         meta = job["meta"]
         try:
-            canonical_bytes(meta)
+            signed = canonical_bytes(meta)
         except ValueError as exc:
             raise JobRefused(f"bad-meta: {exc}") from None
         body = _body_bytes(job["body"])
         if hashlib.sha256(body).hexdigest() != meta["sha256"]:
             raise JobRefused("body-hash-mismatch")
-        verify(self.public_keys, meta, job["signature"])
+        self._verify(meta, signed, job["signature"])
         if job["account"] not in meta["run_as"]:
             raise JobRefused(f"account-not-allowed: {job['account']}")
         if not 1 <= job["timeout"] <= meta["timeout"]:

@@ -14,6 +14,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent import executor as executor_module
+from agent.errors import JobRefused
 from agent.executor import Executor
 from tests.agent.procs import living_members
 
@@ -195,3 +196,18 @@ def test_dry_mode_checks_everything_but_runs_nothing(
     assert not marker.exists()
     refused = run(make_job("true\n", key=Ed25519PrivateKey.generate()), exec_mode="dry")
     assert refused["reason"] == "bad-signature"
+
+
+def test_remembered_verifications_still_refuse_other_signatures_and_metadata(
+    signer: Ed25519PrivateKey, make_job: Job
+) -> None:
+    executor = Executor([signer.public_key()])
+    good = make_job("echo hi\n")
+    executor.check(good)
+    executor.check({**good, "id": "again"})  # the same version again: remembered
+    forged = {**good, "id": "forged", "signature": make_job(
+        "echo hi\n", key=Ed25519PrivateKey.generate())["signature"]}
+    widened = {**good, "id": "widened", "meta": {**good["meta"], "run_as": [ME, "root"]}}
+    for job in (forged, widened):
+        with pytest.raises(JobRefused, match="bad-signature"):
+            executor.check(job)
