@@ -2,7 +2,8 @@
 object-permissions pages (saved by the audited rights services), hosts, and the audit log."""
 
 from django.contrib import admin
-from django.db.models import Count, QuerySet
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Concat
 from django.http import HttpRequest
 from django.utils.html import format_html
 from guardian.admin import GuardedModelAdmin
@@ -51,22 +52,39 @@ class DatacenterAdmin(admin.ModelAdmin):
 class NodeAdmin(GuardedModelAdmin):
     """The tree, sorted by path and indented by depth; rights via "Object permissions"."""
 
-    list_display = ["tree", "host_count"]
+    list_display = ["tree", "host_count", "hosts_below"]
     search_fields = ["path"]
     readonly_fields = ["name", "parent", "path"]
     ordering = ["path"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Node]:
-        return super().get_queryset(request).annotate(host_count=Count("hosts"))
+        below = (
+            Host.nodes.through.objects.filter(
+                Q(node__path=OuterRef("path"))
+                | Q(node__path__startswith=Concat(OuterRef("path"), Value("/")))
+            )
+            .order_by()
+            .annotate(one=Value(1))
+            .values("one")
+            .annotate(n=Count("host_id", distinct=True))
+            .values("n")
+        )
+        return super().get_queryset(request).annotate(
+            host_count=Count("hosts"), hosts_below=Subquery(below)
+        )
 
     @admin.display(description="node", ordering="path")
     def tree(self, node: Node) -> str:
         depth = node.path.count("/")
         return format_html('<span style="padding-left:{}em">{}</span>', depth * 1.5, node.name)
 
-    @admin.display(description="hosts", ordering="host_count")
+    @admin.display(description="hosts on it", ordering="host_count")
     def host_count(self, node: Node) -> int:
         return node.host_count
+
+    @admin.display(description="hosts below", ordering="hosts_below")
+    def hosts_below(self, node: Node) -> int:
+        return node.hosts_below or 0
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # nodes are created, renamed and moved through the API (audited services)
