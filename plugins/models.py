@@ -43,23 +43,28 @@ class PluginVersion(models.Model):
     sha256 = models.CharField(max_length=64)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
     signature = models.TextField(blank=True)
+    # PROTECT: who wrote and who reviewed an approved version is part of what never changes
+    # (the database guard refuses SET NULL); deactivate such users instead of deleting them.
     author = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
         related_name="authored_plugin_versions",
     )
     reviewer = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
         related_name="reviewed_plugin_versions",
     )
     review_comment = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
     reviewed_at = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["plugin", "number"], name="plugin_version_unique"),
         ]
         ordering = ["plugin_id", "-number"]
+        permissions = [("review_pluginversion", "Approve or reject plugin versions")]
 
     def __str__(self) -> str:
         return f"{self.plugin.name} v{self.number}"
@@ -74,3 +79,38 @@ class PluginVersion(models.Model):
             "run_as": list(self.run_as),
             "timeout": self.timeout,
         }
+
+
+class PluginAudit(models.Model):
+    """One action on a plugin or version: who, what, when, and the body hash before and after."""
+
+    class Action(models.TextChoices):
+        PLUGIN_CREATE = "plugin-create"
+        CREATE = "create"
+        EDIT = "edit"
+        SUBMIT = "submit"
+        APPROVE = "approve"
+        REJECT = "reject"
+        RETIRE = "retire"
+
+    plugin = models.ForeignKey(Plugin, on_delete=models.PROTECT, related_name="audit")
+    version = models.ForeignKey(
+        PluginVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="audit"
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="plugin_audit"
+    )
+    action = models.CharField(max_length=16, choices=Action.choices)
+    sha256_before = models.CharField(max_length=64, blank=True)
+    sha256_after = models.CharField(max_length=64, blank=True)
+    status_before = models.CharField(max_length=16, blank=True)
+    status_after = models.CharField(max_length=16, blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["version", "action"], name="plugin_audit_version")]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.version or self.plugin} by {self.actor_id}"
