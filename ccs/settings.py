@@ -140,6 +140,13 @@ CCS_OUTPUT_CAP = env_int("CCS_OUTPUT_CAP", 65536, minimum=1024)
 CCS_RESULT_FLUSH_ROWS = env_int("CCS_RESULT_FLUSH_ROWS", 500, minimum=1)
 CCS_RESULT_FLUSH_MS = env_int("CCS_RESULT_FLUSH_MS", 200, minimum=1)
 
+# The SSH channel, for hosts without an agent (and agent installs). The client private key
+# (OpenSSH or PEM, unencrypted) is read from the file named by CCS_SSH_KEY_FILE (or given inline
+# in CCS_SSH_KEY); empty: the SSH channel is off. Each worker process runs at most
+# CCS_SSH_CONCURRENCY SSH jobs at once (paramiko blocks: one thread each).
+CCS_SSH_KEY = env_str("CCS_SSH_KEY", "")
+CCS_SSH_CONCURRENCY = env_int("CCS_SSH_CONCURRENCY", 50, minimum=1)
+
 # Live event streams: a comment line this often keeps idle proxies from closing them.
 CCS_SSE_KEEPALIVE = env_int("CCS_SSE_KEEPALIVE", 15, minimum=1)
 

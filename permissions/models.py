@@ -63,6 +63,15 @@ class Host(models.Model):
     channel = models.CharField(max_length=8, choices=Channel.choices, default=Channel.AGENT)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.UNKNOWN)
     last_seen = models.DateTimeField(null=True, blank=True)
+    # The SSH channel (hosts without an agent, and agent installs): the host key is checked
+    # strictly against `ssh_host_key`; nothing is trusted on first use.
+    ssh_port = models.PositiveIntegerField(default=22)
+    ssh_user = models.CharField(max_length=64, default="root")
+    ssh_host_key = models.TextField(
+        blank=True,
+        help_text="The host's public key line (`ssh-ed25519 AAAA…`) or its SHA256 fingerprint "
+        "as OpenSSH prints it (`SHA256:…`, optionally followed by the key type, e.g. `(ED25519)`)",
+    )
 
     def __str__(self) -> str:
         return self.hostname
