@@ -1,25 +1,147 @@
-"""Reads of plugins and their versions."""
+"""Reads of plugins, their versions, who may act on them, and their audit."""
 
-from ccs.errors import InvalidInput
+import difflib
 
-from .models import Plugin, PluginVersion
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+
+from ccs.errors import InvalidInput, NotFound
+
+from .models import Plugin, PluginAudit, PluginVersion
+from .signing import signing_key_id
+
+Status = PluginVersion.Status
+REVIEW_PERM = "plugins.review_pluginversion"
+MAINTAIN_PERM = "plugins.change_plugin"
+# Why a version that is not approved cannot start a task.
+NOT_RUNNABLE = {
+    Status.DRAFT: "is a draft, not yet submitted for review",
+    Status.PENDING: "is pending review",
+    Status.REJECTED: "was rejected in review",
+    Status.RETIRED: "is retired and cannot start new tasks",
+}
+
+
+def plugins_all() -> QuerySet[Plugin]:
+    return Plugin.objects.select_related("owner").order_by("name")
+
+
+def plugin_get(*, plugin_id: int) -> Plugin:
+    plugin = plugins_all().filter(pk=plugin_id).first()
+    if plugin is None:
+        raise NotFound(f"no plugin {plugin_id}")
+    return plugin
+
+
+def versions_all(*, status: str | None = None, plugin_id: int | None = None):
+    """Versions, newest first within each plugin; optionally of one status or plugin."""
+    versions = PluginVersion.objects.select_related("plugin", "author", "reviewer")
+    if status:
+        versions = versions.filter(status=status)
+    if plugin_id is not None:
+        versions = versions.filter(plugin_id=plugin_id)
+    return versions.order_by("plugin__name", "-number")
+
+
+def versions_pending() -> QuerySet[PluginVersion]:
+    """The review queue: submitted versions, longest waiting first."""
+    return versions_all(status=Status.PENDING).order_by("submitted_at", "id")
+
+
+def version_get(*, version_id: int) -> PluginVersion:
+    version = versions_all().filter(pk=version_id).first()
+    if version is None:
+        raise NotFound(f"no plugin version {version_id}")
+    return version
+
+
+def version_previous_approved(version: PluginVersion) -> PluginVersion | None:
+    """The plugin's newest version below this one that passed review (retired ones included)."""
+    return (
+        PluginVersion.objects.filter(
+            plugin_id=version.plugin_id, number__lt=version.number,
+            status__in=[Status.APPROVED, Status.RETIRED],
+        ).order_by("-number").first()
+    )
+
+
+def version_body_diff(version: PluginVersion, previous: PluginVersion | None) -> list[str]:
+    """A unified line diff of the body against the previous approved version's."""
+    old, name = (previous.body, f"v{previous.number}") if previous else ("", "(nothing)")
+    return list(difflib.unified_diff(
+        old.splitlines(), version.body.splitlines(), name, f"v{version.number}", lineterm=""
+    ))
+
+
+def version_contributors(version: PluginVersion) -> set[int]:
+    """Ids of the users who wrote the version: its author and everyone who edited it."""
+    editors = PluginAudit.objects.filter(
+        version=version, action__in=[PluginAudit.Action.CREATE, PluginAudit.Action.EDIT]
+    ).values_list("actor_id", flat=True)
+    return {version.author_id, *editors} - {None}
+
+
+def version_review_refusal(user: AbstractBaseUser, version: PluginVersion) -> str | None:
+    """Why the user may not approve or reject the version (four eyes), or None if they may."""
+    if not user.is_active or not user.has_perm(REVIEW_PERM):
+        return "only reviewers may approve or reject plugin versions"
+    if user.pk in version_contributors(version):
+        return "you wrote this version: someone else must review it"
+    return None
+
+
+def plugin_maintain_refusal(user: AbstractBaseUser, plugin: Plugin) -> str | None:
+    """Why the user may not add or change versions of the plugin, or None if they may."""
+    if user.is_active and (plugin.owner_id == user.pk or user.has_perm(MAINTAIN_PERM)):
+        return None
+    return f"only the owner of {plugin.name} may add or change its versions"
+
+
+def version_retire_refusal(user: AbstractBaseUser, version: PluginVersion) -> str | None:
+    """Why the user may not retire the version (reviewers and maintainers may), or None."""
+    if user.is_active and user.has_perm(REVIEW_PERM):
+        return None
+    if plugin_maintain_refusal(user, version.plugin) is None:
+        return None
+    return f"only reviewers or the owner of {version.plugin.name} may retire its versions"
+
+
+def version_audit(version: PluginVersion) -> QuerySet[PluginAudit]:
+    return PluginAudit.objects.filter(version=version).select_related("actor").order_by("id")
+
+
+def version_signing_key(version: PluginVersion) -> str | None:
+    """The fingerprint of the accepted key that verifies the version's signature, if any."""
+    if not version.signature:
+        return None
+    return signing_key_id(version.signed_meta(), version.signature)
 
 
 def plugin_version_runnable(*, plugin: str, version: int | None) -> PluginVersion:
-    """The approved version to run: the one asked for, or the newest approved."""
-    try:
-        found = Plugin.objects.get(name=plugin)
-    except Plugin.DoesNotExist:
-        raise InvalidInput.field("plugin", f"unknown plugin: {plugin}") from None
+    """The approved version to run: the one asked for, or the newest approved; a refusal
+    names `plugin` or `version` and says why."""
+    found = Plugin.objects.filter(name=plugin).first()
+    if found is None:
+        raise InvalidInput.field("plugin", f"unknown plugin: {plugin}")
     versions = found.versions.select_related("plugin")
+    newest = versions.filter(status=Status.APPROVED).order_by("-number").first()
     if version is None:
-        chosen = versions.filter(status=PluginVersion.Status.APPROVED).order_by("-number").first()
-        if chosen is None:
-            raise InvalidInput.field("plugin", f"{plugin} has no approved version")
-        return chosen
+        if newest is None:
+            raise InvalidInput.field("plugin", _none_approved(found))
+        return newest
     chosen = versions.filter(number=version).first()
     if chosen is None:
         raise InvalidInput.field("version", f"{plugin} has no version {version}")
-    if chosen.status != PluginVersion.Status.APPROVED:
-        raise InvalidInput.field("version", f"{plugin} v{version} is {chosen.status}, not approved")
+    if chosen.status != Status.APPROVED:
+        hint = f" (newest approved: v{newest.number})" if newest else ""
+        reason = NOT_RUNNABLE[chosen.status]
+        raise InvalidInput.field("version", f"{plugin} v{version} {reason}: only approved "
+                                            f"versions run{hint}")
     return chosen
+
+
+def _none_approved(plugin: Plugin) -> str:
+    states = [f"v{n} {NOT_RUNNABLE[s]}" for n, s in
+              plugin.versions.order_by("-number").values_list("number", "status")[:5]]
+    detail = f" ({'; '.join(states)})" if states else " (it has no versions)"
+    return f"{plugin.name} has no approved version to run{detail}"
