@@ -7,11 +7,14 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.routers import DefaultRouter
 
 from permissions.apis import DatacenterViewSet, HostViewSet, NodeViewSet
+from plugins.apis import PluginVersionViewSet, PluginViewSet
 from tasks.apis import SubTaskViewSet, TaskViewSet
 
 router = DefaultRouter(trailing_slash=True)
 router.register("tasks", TaskViewSet, basename="task")
 router.register("subtasks", SubTaskViewSet, basename="subtask")
+router.register("plugins", PluginViewSet, basename="plugin")
+router.register("plugin-versions", PluginVersionViewSet, basename="plugin-version")
 router.register("datacenters", DatacenterViewSet, basename="datacenter")
 router.register("nodes", NodeViewSet, basename="node")
 router.register("hosts", HostViewSet, basename="host")
