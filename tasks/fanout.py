@@ -11,7 +11,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -23,6 +23,7 @@ from agent.errors import ChannelError
 from agent.keys import derive_host_key
 
 from .results import HostResult
+from .ssh import SSH, SshEndpoint
 from .states import SubTaskStatus
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class HostJob:
     """One subtask as sent to its host."""
 
     subtask_id: int
-    endpoint: Endpoint
+    endpoint: Endpoint | SshEndpoint
     job: dict
 
 
@@ -129,9 +130,9 @@ class Fanout:
         async def call_each() -> list:
             limit = asyncio.Semaphore(settings.CCS_FANOUT_CONCURRENCY)
 
-            async def one(endpoint: Endpoint, message: dict):
+            async def one(endpoint: Endpoint | SshEndpoint, message: dict):
                 async with limit:
-                    return await pool.request(endpoint, message, timeout)
+                    return await _request(pool, endpoint, message, timeout)
 
             calls = (one(endpoint, message) for endpoint, message in requests)
             return await asyncio.gather(*calls, return_exceptions=True)
@@ -169,6 +170,15 @@ def _drain(results: queue.Queue, save: Callable, rows: int, seconds: float) -> N
         save(batch)
 
 
+def _request(
+    pool: ChannelPool, endpoint: Endpoint | SshEndpoint, message: dict, timeout: float
+) -> Awaitable[dict]:
+    """Over the host's agent channel, or over SSH for a host without an agent."""
+    if isinstance(endpoint, SshEndpoint):
+        return SSH.request(endpoint, message, timeout)
+    return pool.request(endpoint, message, timeout)
+
+
 async def _run_all(pool: ChannelPool, jobs: list[HostJob], results: queue.Queue) -> None:
     limit = asyncio.Semaphore(settings.CCS_FANOUT_CONCURRENCY)
     try:
@@ -181,7 +191,7 @@ async def _run_one(pool: ChannelPool, job: HostJob, limit: asyncio.Semaphore, ou
     async with limit:
         try:
             deadline = job.job["timeout"] + REPLY_MARGIN
-            reply = await pool.request(job.endpoint, {"op": "run", "job": job.job}, deadline)
+            reply = await _request(pool, job.endpoint, {"op": "run", "job": job.job}, deadline)
             out.put(result_from_reply(job.subtask_id, reply))
         except ChannelError as exc:
             out.put(failure(job.subtask_id, f"unreachable: channel {exc.reason}"))
@@ -201,7 +211,7 @@ async def _after_silence(pool: ChannelPool, job: HostJob) -> HostResult | None:
     never got, or an agent that does not answer, is left to the sitter, which pulls it."""
     ask = {"op": "result", "job_id": job.job["id"]}
     try:
-        reply = await pool.request(job.endpoint, ask, STATUS_TIMEOUT)
+        reply = await _request(pool, job.endpoint, ask, STATUS_TIMEOUT)
     except (ChannelError, TimeoutError, OSError):
         return None
     if reply.get("ok") and reply.get("state") == "done":

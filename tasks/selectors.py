@@ -9,6 +9,7 @@ from permissions.selectors import hosts_with_perm
 
 from .fanout import HostJob, endpoint_for
 from .models import SubTask, Task
+from .ssh import SSH_FIELDS, ssh_endpoint
 
 
 def shard_jobs(task_id: int, subtask_ids: list[int]) -> list[HostJob]:
@@ -16,7 +17,7 @@ def shard_jobs(task_id: int, subtask_ids: list[int]) -> list[HostJob]:
     task = Task.objects.select_related("plugin_version__plugin").get(pk=task_id)
     version = task.plugin_version
     rows = SubTask.objects.filter(id__in=subtask_ids).values_list(
-        "id", "host__hostname", "host__address", "host__port", "host__key_salt"
+        "id", "host__hostname", "host__address", "host__port", "host__key_salt", *SSH_FIELDS
     )
     common = {
         "meta": version.signed_meta(),
@@ -27,8 +28,13 @@ def shard_jobs(task_id: int, subtask_ids: list[int]) -> list[HostJob]:
         "params": task.params,
     }
     return [
-        HostJob(sid, endpoint_for(host, address, port, salt), {"id": f"{task.uid}/{sid}", **common})
-        for sid, host, address, port, salt in rows
+        HostJob(
+            sid,
+            ssh_endpoint(host, address, task.run_as, *ssh)
+            or endpoint_for(host, address, port, salt),
+            {"id": f"{task.uid}/{sid}", **common},
+        )
+        for sid, host, address, port, salt, *ssh in rows
     ]
 
 
