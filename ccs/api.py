@@ -45,6 +45,11 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         return Response(
             {"detail": _summary(errors), "errors": errors}, status=status.HTTP_400_BAD_REQUEST
         )
+    if isinstance(exc, RecursionError):
+        # JSON nested deeper than Python's parser (or a schema check) can follow.
+        message = "nested too deeply"
+        return Response({"detail": f"body: {message}", "errors": {"body": [message]}},
+                        status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, exceptions.ParseError):
         return Response(
             {"detail": str(exc.detail), "errors": {"body": [str(exc.detail)]}},

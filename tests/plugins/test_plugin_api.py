@@ -187,3 +187,13 @@ def test_refused_create_writes_no_audit(people, plugin):
         f"/api/v1/plugins/{plugin.pk}/versions/", {**GOOD_VERSION, "run_as": []}, format="json"
     )
     assert PluginAudit.objects.count() == before
+
+
+def test_deeply_nested_json_is_400_not_500(people, plugin):
+    deep = "[" * 100_000 + "]" * 100_000
+    response = client_for(people.author).post(
+        f"/api/v1/plugins/{plugin.pk}/versions/", '{"params_schema": ' + deep + '}',
+        content_type="application/json",
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"body": ["nested too deeply"]}
