@@ -42,6 +42,7 @@ _JOB_FIELDS: dict[str, type] = {
 }
 POLL = 0.1
 STOPPED_BY_OPERATOR = "stopped by operator"
+STOPPED_BEFORE_START = "stopped before start"
 
 
 class RemoteRefused(Exception):
@@ -133,6 +134,8 @@ def _run_on(transport: paramiko.Transport, endpoint: SshEndpoint, job: dict[str,
             started: float) -> dict[str, Any]:
     prefix = run_as_prefix(endpoint.user, job["account"])
     workdir = _workdir(transport, prefix, job)
+    if workdir is None:
+        return _result(job, started, "stopped", reason=STOPPED_BEFORE_START)
     try:
         script = _upload(transport, prefix, workdir, job)
         channel = open_channel(transport, prefix + _run_argv(endpoint, job, workdir, script))
@@ -153,9 +156,13 @@ def _finish(transport: paramiko.Transport, prefix: list[str], workdir: str) -> b
     return finished.stdout.strip() == "stopped"
 
 
-def _workdir(transport: paramiko.Transport, prefix: list[str], job: dict[str, Any]) -> str:
+def _workdir(transport: paramiko.Transport, prefix: list[str],
+             job: dict[str, Any]) -> str | None:
+    """The job's new private directory; None if an operator stopped the job before."""
     made = execute(transport, prefix + remote.mkdir_argv(remote.job_key(job["id"])))
     workdir = made.stdout.strip()
+    if made.code == 0 and workdir == "stopped":
+        return None
     if made.code != 0 or not workdir.startswith(remote.TMP + "/"):
         why = (made.stderr.strip().splitlines() or [f"exit {made.code}"])[0]
         raise RemoteRefused(f"cannot set the job up as {job['account']}: {why}"[:300])

@@ -31,13 +31,23 @@ exec env -i HOME="${h:-/}" USER="$u" LOGNAME="$u" "$@" < params.json
 #   stop / kill      SIGTERM, SIGKILL after the grace; stop leaves a mark: an operator did it
 #   status, reap     "running <paused s>" or "paused <paused s>"; reap also removes the
 #                    directory of a job whose processes have all ended
-# Prints the state, "ended" (no process left) or "unknown" (no such job here).
+# Prints the state, "ended" (no process left) or "unknown" (no such job here). A stop for a job
+# not started yet leaves a mark, a directory `ccs-<key>.stop`: the job never starts.
 CONTROL = """
 key=$1; op=$2; grace=$3; d=
+own() { [ -d "$1" ] && [ ! -L "$1" ] && [ -O "$1" ]; }
 for x in "$4"/ccs-"$key".*; do
     if [ -O "$x" ] && [ -f "$x/pgid" ]; then d=$x; fi
 done
-[ -n "$d" ] || { echo unknown; exit 0; }
+if [ -z "$d" ]; then
+    mark="$4/ccs-$key.stop"
+    if [ "$op" = stop ] && { mkdir -m 700 "$mark" 2>/dev/null || own "$mark"; }; then
+        echo stopping
+    else
+        echo unknown
+    fi
+    exit 0
+fi
 g=$(cat "$d/pgid")
 case $g in ''|*[!0-9]*) echo unknown; exit 0;; esac
 sig() { env kill -s "$1" -- "-$g" 2>/dev/null; }
@@ -75,6 +85,15 @@ stop|kill)
 esac
 """
 
+# The job's private directory, unless a stop came first: then "stopped" (and the mark goes).
+MKDIR = """
+mark="$1/ccs-$2.stop"
+if [ -d "$mark" ] && [ ! -L "$mark" ] && [ -O "$mark" ]; then
+    rmdir "$mark"; echo stopped; exit 0
+fi
+mktemp -d "$1/ccs-$2.XXXXXXXX"
+"""
+
 # At the end of a job: was it stopped by an operator? Then remove its directory.
 FINISH = '[ -e "$1/stop" ] && echo stopped; rm -rf -- "$1"'
 
@@ -93,7 +112,7 @@ def sh(script: str, *args: str) -> list[str]:
 
 
 def mkdir_argv(key: str) -> list[str]:
-    return ["mktemp", "-d", f"{TMP}/ccs-{key}.XXXXXXXX"]
+    return sh(MKDIR, TMP, key)
 
 
 def write_argv(path: str) -> list[str]:

@@ -104,7 +104,19 @@ def test_the_sitter_pull_finds_a_job_whose_worker_died_lost(sshd, client_key):
     assert not left.exists()
     with pytest.raises(NoTrace):
         host_request(endpoint, {"op": "status", "job_id": job_id}, 10)
-    assert host_request(endpoint, {"op": "stop", "job_id": job_id}, 10)["ok"] is False
     assert host_request(endpoint, {"op": "health"}, 10) == {
         "ok": True, "host_id": "h", "channel": "ssh"
     }
+
+
+def test_a_job_stopped_before_it_reached_the_host_never_starts(sshd, client_key):
+    job_id = f"unit/{uuid.uuid4().hex}"
+    endpoint = SshEndpoint("h", "127.0.0.1", sshd.port, "root", sshd.host_key, "root")
+    assert host_request(endpoint, {"op": "pause", "job_id": job_id}, 10)["ok"] is False
+    stop = host_request(endpoint, {"op": "stop", "job_id": job_id}, 10)
+    assert stop == {"ok": True, "state": "stopping"}
+    result = job_run(endpoint, _job("echo ran\n", id=job_id))["result"]
+    assert (result["status"], result["reason"], result["stdout"]) == (
+        "stopped", "stopped before start", ""
+    )
+    assert not list(Path("/tmp").glob(f"ccs-{job_key(job_id)}.*"))
