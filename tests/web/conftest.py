@@ -11,8 +11,10 @@ FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium():
+    """Module-scoped: Playwright's sync API keeps an event loop running in this thread while
+    it is open, and the agent tests (which pytest-django runs last) start their own."""
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API runs an event loop; the ORM calls our tests make beside it are
