@@ -80,3 +80,18 @@ def bench_stack(hosts: int, exec_mode: str, extra: tuple[str, ...] = (), **env: 
         raise SystemExit(f"bench: {exc} (logs in var/log/)") from None
     finally:
         stack.stop()
+
+
+def bench_user():
+    """The superuser the benchmarks act as, with quotas that a benchmark never hits."""
+    from django.contrib.auth import get_user_model
+
+    from tasks.models import Quota
+
+    user, _ = get_user_model().objects.get_or_create(
+        username="bench", defaults={"is_superuser": True, "is_staff": True}
+    )
+    Quota.objects.update_or_create(user=user, defaults={
+        "tasks_per_minute": 10_000, "running_tasks": 10_000, "hosts_per_task": 1_000_000,
+    })
+    return user

@@ -16,7 +16,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
-from common import bench_stack, django_on_bench_database, seed
+from common import bench_stack, bench_user, django_on_bench_database, seed
 
 FINAL = ("success", "failed", "timeout", "stopped", "lost")
 
@@ -141,13 +141,11 @@ def main() -> None:
     parser.add_argument("--summary-hosts", type=int, default=30000)
     args = parser.parse_args()
     django_on_bench_database()
-    from django.contrib.auth import get_user_model
     from rest_framework.authtoken.models import Token
 
     from ccs.stack import free_port, port_open, wait_for
 
-    user, _ = get_user_model().objects.get_or_create(
-        username="bench", defaults={"is_superuser": True, "is_staff": True})
+    user = bench_user()
     token = Token.objects.get_or_create(user=user)[0].key
     web_port = free_port()
     with bench_stack(args.hosts, "dry", extra=("web",), CCS_WEB_PORT=str(web_port),

@@ -15,7 +15,7 @@ import asyncio
 import threading
 import time
 
-from common import bench_stack, django_on_bench_database
+from common import bench_stack, bench_user, django_on_bench_database
 
 
 def main() -> None:
@@ -87,15 +87,12 @@ class FinalEventCounter:
 
 
 def measure_task(label: str, hosts: int, broker: str) -> None:
-    from django.contrib.auth import get_user_model
     from django.db import connection
     from rest_framework.test import APIClient
 
     from tasks.selectors import task_counts
 
-    user, _ = get_user_model().objects.get_or_create(
-        username="bench", defaults={"is_superuser": True, "is_staff": True}
-    )
+    user = bench_user()
     client = APIClient()
     client.force_authenticate(user)
     counter = MessageCounter(broker)
