@@ -39,6 +39,8 @@ class ServiceFormMixin:
 
 
 class PluginForm(ServiceFormMixin, forms.ModelForm):
+    """A new plugin: name and description."""
+
     field_checks = {"name": checks.name_check, "description": checks.description_check}
 
     class Meta:
@@ -47,6 +49,8 @@ class PluginForm(ServiceFormMixin, forms.ModelForm):
 
 
 class VersionForm(ServiceFormMixin, forms.ModelForm):
+    """A draft's content: what its author writes."""
+
     # Whitespace is part of the signed body: keep it, but undo the browser's CRLF line ends.
     body = forms.CharField(strip=False, widget=forms.Textarea(attrs={"cols": 100, "rows": 24}))
     field_checks = {
@@ -84,13 +88,17 @@ class ServiceAdmin(admin.ModelAdmin):
 
 @admin.register(Plugin)
 class PluginAdmin(ServiceAdmin):
+    """Plugins are added here; afterwards they are read-only (the name is signed)."""
+
     form = PluginForm
     list_display = ["name", "owner", "created_at"]
     search_fields = ["name"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Plugin | None = None) -> list[str]:
-        # A plugin's name is signed into its versions; nothing else of it is edited here.
         return ["name", "description", "owner", "created_at"] if obj else []
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
 
     def save_model(self, request: HttpRequest, obj: Plugin, form: forms.Form, change: bool):
         if not change:
@@ -103,6 +111,8 @@ class PluginAdmin(ServiceAdmin):
 
 @admin.register(PluginVersion)
 class PluginVersionAdmin(ServiceAdmin):
+    """Drafts are added and edited here; review happens on the review page."""
+
     form = VersionForm
     list_display = ["plugin", "number", "interpreter", "status", "author", "reviewer",
                     "submitted_at", "review_link"]

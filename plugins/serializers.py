@@ -8,11 +8,15 @@ from .models import Plugin, PluginAudit, PluginVersion
 
 
 class PluginCreateIn(StrictSerializerMixin, serializers.Serializer):
+    """A new plugin; the caller becomes its owner."""
+
     name = serializers.CharField(max_length=100)
     description = serializers.CharField(max_length=2000, allow_blank=True, default="")
 
 
 class VersionCreateIn(StrictSerializerMixin, serializers.Serializer):
+    """A new draft version."""
+
     interpreter = serializers.ChoiceField(choices=PluginVersion.Interpreter.choices)
     body = serializers.CharField(trim_whitespace=False)
     params_schema = serializers.DictField(required=False)
@@ -28,16 +32,22 @@ class VersionUpdateIn(VersionCreateIn):
 
 
 class ApproveIn(StrictSerializerMixin, serializers.Serializer):
+    """Approval: optionally the body hash reviewed, and a comment."""
+
     sha256 = serializers.RegexField(r"\A[0-9a-f]{64}\Z", required=False,
                                     help_text="the body hash you reviewed; refused if it differs")
     comment = serializers.CharField(allow_blank=True, default="", max_length=5000)
 
 
 class RejectIn(StrictSerializerMixin, serializers.Serializer):
+    """Rejection: the comment saying why is required."""
+
     comment = serializers.CharField(max_length=5000)
 
 
 class RetireIn(StrictSerializerMixin, serializers.Serializer):
+    """Retirement, with an optional comment."""
+
     comment = serializers.CharField(allow_blank=True, default="", max_length=5000)
 
 
@@ -53,6 +63,8 @@ class VersionFilterIn(serializers.Serializer):
 
 
 class PluginOut(serializers.ModelSerializer):
+    """A plugin."""
+
     owner = serializers.CharField(source="owner.username", default=None)
 
     class Meta:
@@ -61,6 +73,8 @@ class PluginOut(serializers.ModelSerializer):
 
 
 class VersionSummaryOut(serializers.ModelSerializer):
+    """A version in lists: everything but body, schema and signature."""
+
     plugin = serializers.CharField(source="plugin.name")
     plugin_id = serializers.IntegerField()
     author = serializers.CharField(source="author.username", default=None)
@@ -76,11 +90,15 @@ class VersionSummaryOut(serializers.ModelSerializer):
 
 
 class VersionOut(VersionSummaryOut):
+    """A version in full."""
+
     class Meta(VersionSummaryOut.Meta):
         fields = [*VersionSummaryOut.Meta.fields, "body", "params_schema", "signature"]
 
 
 class AuditOut(serializers.ModelSerializer):
+    """One audit row."""
+
     actor = serializers.CharField(source="actor.username")
 
     class Meta:

@@ -119,6 +119,8 @@ def plugin_version_update(
     given = {"interpreter": interpreter, "body": body, "params_schema": params_schema,
              "run_as": run_as, "timeout": timeout}
     content = _content_checked({k: v for k, v in given.items() if v is not None})
+    if not content:
+        raise InvalidInput.field("non_field_errors", f"name a field to change: {', '.join(given)}")
     with transaction.atomic():
         version = _locked(version_id)
         if refusal := plugin_maintain_refusal(actor, version.plugin):

@@ -195,3 +195,10 @@ def test_versions_are_never_deleted_from_the_admin(admin, make_version):
                                    {"post": "yes"})
     assert response.status_code == 403
     assert PluginVersion.objects.filter(pk=version.pk).exists()
+
+
+def test_plugins_are_read_only_after_creation(admin, plugin):
+    response = browser(admin).post(f"/admin/plugins/plugin/{plugin.pk}/change/",
+                                   {"name": "renamed", "description": "x"})
+    assert response.status_code == 403
+    assert plugin.__class__.objects.get(pk=plugin.pk).name == "hello"

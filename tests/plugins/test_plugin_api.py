@@ -197,3 +197,12 @@ def test_deeply_nested_json_is_400_not_500(people, plugin):
     )
     assert response.status_code == 400
     assert response.json()["errors"] == {"body": ["nested too deeply"]}
+
+
+def test_empty_patch_is_400(people, make_version):
+    version = make_version("draft")
+    response = client_for(people.author).patch(
+        f"/api/v1/plugin-versions/{version.pk}/", {}, format="json"
+    )
+    assert response.status_code == 400
+    assert "name a field to change" in response.json()["errors"]["non_field_errors"][0]
