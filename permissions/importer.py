@@ -13,12 +13,17 @@ from typing import Any
 
 from ccs.errors import InvalidInput
 
+from .hostkeys import HostKeyRefused, expected_host_key
 from .services.inventory import path_parts
 
-COLUMNS = ("hostname", "address", "port", "datacenter", "nodes", "channel")
+COLUMNS = ("hostname", "address", "port", "datacenter", "nodes", "channel", "ssh_port",
+           "ssh_user", "ssh_host_key")
 REQUIRED = ("hostname", "address", "datacenter", "nodes")
 FORMATS = ("csv", "json")
 DEFAULT_PORT = 7001
+DEFAULT_SSH_PORT = 22
+DEFAULT_SSH_USER = "root"
+ACCOUNT = re.compile(r"[a-z_][a-z0-9_-]{0,31}\$?")
 CHANNELS = ("agent", "ssh")
 MAX_DNS_NAME = 253
 MAX_DATACENTER = 64
@@ -63,6 +68,9 @@ class HostRow:
     datacenter: str
     nodes: tuple[str, ...]
     channel: str
+    ssh_port: int
+    ssh_user: str
+    ssh_host_key: str
 
 
 @dataclass(frozen=True)
@@ -281,12 +289,12 @@ def address_clean(value: Any) -> str:
         return dns_name(text)
 
 
-def port_clean(value: Any) -> int:
+def port_clean(value: Any, default: int = DEFAULT_PORT) -> int:
     if isinstance(value, str):
         value = value.strip()
         value = int(value) if DIGITS.fullmatch(value) else value
     if value is None or value == "":
-        return DEFAULT_PORT
+        return default
     # bool is an int in Python, but `true` is no port.
     if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < 65536:
         raise ValueError(f"expected a whole number 1..65535, got {_shown(value)}")
@@ -332,6 +340,24 @@ def channel_clean(value: Any) -> str:
     return channel
 
 
+def ssh_user_clean(value: Any) -> str:
+    user = _text(value, required=False) or DEFAULT_SSH_USER
+    if not ACCOUNT.fullmatch(user):
+        raise ValueError(f"{_shown(user)} is not an account name")
+    return user
+
+
+def ssh_host_key_clean(value: Any) -> str:
+    """A public key line or an OpenSSH SHA256 fingerprint; empty when not given."""
+    key = " ".join(_text(value, required=False).split())
+    if key:
+        try:
+            expected_host_key(key, "this host")
+        except HostKeyRefused as error:
+            raise ValueError(str(error).replace(" for this host", "")) from None
+    return key
+
+
 CLEANERS: dict[str, Callable[[Any], Any]] = {
     "hostname": hostname_clean,
     "address": address_clean,
@@ -339,4 +365,7 @@ CLEANERS: dict[str, Callable[[Any], Any]] = {
     "datacenter": datacenter_clean,
     "nodes": nodes_clean,
     "channel": channel_clean,
+    "ssh_port": lambda value: port_clean(value, DEFAULT_SSH_PORT),
+    "ssh_user": ssh_user_clean,
+    "ssh_host_key": ssh_host_key_clean,
 }

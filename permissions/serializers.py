@@ -42,7 +42,7 @@ class HostOut(serializers.ModelSerializer):
     class Meta:
         model = Host
         fields = ["id", "hostname", "address", "port", "datacenter", "channel", "status",
-                  "last_seen", "nodes"]
+                  "last_seen", "nodes", "ssh_port", "ssh_user", "ssh_host_key"]
 
     def get_nodes(self, host: Host) -> list[str]:
         return [node.path for node in host.nodes.all()]

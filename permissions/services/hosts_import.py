@@ -23,10 +23,11 @@ log = logging.getLogger(__name__)
 
 # Rows handled per round of queries: bounded `IN (…)` lists and memory, whatever the file size.
 CHUNK = 2000
-FIELDS = ("address", "port", "datacenter_id", "channel")
+FIELDS = ("address", "port", "datacenter_id", "channel", "ssh_port", "ssh_user", "ssh_host_key")
 # The key first, then FIELDS, with their PostgreSQL types, for ccs.db.bulk_update_rows.
 UPDATE_COLUMNS = (("id", "bigint"), ("address", "text"), ("port", "integer"),
-                  ("datacenter_id", "bigint"), ("channel", "text"))
+                  ("datacenter_id", "bigint"), ("channel", "text"), ("ssh_port", "integer"),
+                  ("ssh_user", "text"), ("ssh_host_key", "text"))
 Through = Host.nodes.through
 
 
@@ -158,7 +159,9 @@ def _plan(chunk: list["HostRow"], dc_ids: dict[str, int], node_ids: dict[str, in
     plan = _Plan()
     for row in chunk:
         wanted = {"address": row.address, "port": row.port,
-                  "datacenter_id": dc_ids[row.datacenter], "channel": row.channel}
+                  "datacenter_id": dc_ids[row.datacenter], "channel": row.channel,
+                  "ssh_port": row.ssh_port, "ssh_user": row.ssh_user,
+                  "ssh_host_key": row.ssh_host_key}
         nodes = {node_ids[path] for path in row.nodes}
         old = stored.get(row.hostname)
         if old is None:

@@ -7,10 +7,10 @@ from typing import Any
 import paramiko
 
 from agent.executor import KILL_GRACE
+from permissions.hostkeys import HostKeyRefused
 
 from . import remote
 from .endpoint import SshEndpoint
-from .hostkeys import HostKeyRefused
 from .session import SshNotConfigured, SshUnreachable, execute, run_as_prefix, ssh_session
 
 JOB_OPS = ("pause", "resume", "stop", "status", "result")

@@ -13,12 +13,12 @@ from django.utils import timezone
 
 from agent.client import ChannelPool
 from agent.errors import ChannelError
+from permissions.hostkeys import HostKeyRefused
 from permissions.models import Host
 
 from ..fanout import endpoint_for, host_key
 from . import bundle
 from .endpoint import SshEndpoint
-from .hostkeys import HostKeyRefused
 from .jobs import signing_public_keys_pem
 from .session import Completed, SshNotConfigured, SshUnreachable, execute, ssh_session
 

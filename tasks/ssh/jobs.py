@@ -21,11 +21,11 @@ from django.conf import settings
 from agent.errors import JobRefused
 from agent.executor import CLEAN_PATH, INTERPRETERS, KILL_GRACE
 from agent.signing import canonical_bytes, load_public_key, verify
+from permissions.hostkeys import HostKeyRefused
 from plugins.signing import public_key_pem
 
 from . import remote
 from .endpoint import SshEndpoint
-from .hostkeys import HostKeyRefused
 from .session import (
     SshNotConfigured,
     SshUnreachable,

@@ -12,8 +12,9 @@ from functools import lru_cache
 import paramiko
 from django.conf import settings
 
+from permissions.hostkeys import expected_host_key, host_key_check
+
 from .endpoint import SshEndpoint
-from .hostkeys import expected_host_key, host_key_check
 
 # A small command (make a directory, write a file, signal a group) that takes longer has hung.
 COMMAND_TIMEOUT = 30.0

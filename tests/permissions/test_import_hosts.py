@@ -299,3 +299,20 @@ def test_the_import_logs_an_audit_line_on_commit(
         "hosts imported by root-admin from api: 0 created, 0 updated, 3 unchanged; "
         "0 nodes and 0 datacenters created",
     ]
+
+
+def test_ssh_fields_are_imported_and_a_bad_host_key_is_refused(tmp_path):
+    fingerprint = "SHA256:" + "q" * 43
+    path = tmp_path / "ssh.json"
+    path.write_text(json.dumps([
+        {"hostname": "db09", "address": "10.0.0.9", "datacenter": "sh1", "nodes": ["corp/db"],
+         "channel": "ssh", "ssh_port": 2222, "ssh_user": "deploy", "ssh_host_key": fingerprint},
+        {"hostname": "db10", "address": "10.0.0.10", "datacenter": "sh1", "nodes": ["corp/db"],
+         "channel": "ssh", "ssh_host_key": "just trust it"},
+    ]))
+    result = run(path, "--skip-bad")
+    assert "ssh_host_key: unreadable ssh_host_key" in result.err
+    host = Host.objects.get()
+    assert (host.channel, host.ssh_port, host.ssh_user, host.ssh_host_key) == (
+        "ssh", 2222, "deploy", fingerprint
+    )

@@ -132,13 +132,19 @@ def test_a_good_row_is_normalised_with_defaults():
     assert not errors
     assert rows == [HostRow(where="line 2", hostname="web01.bj.example.com",
                             address="2001:db8::1", port=7001, datacenter="bj1",
-                            nodes=("corp/x", "corp/y"), channel="agent")]
+                            nodes=("corp/x", "corp/y"), channel="agent", ssh_port=22,
+                            ssh_user="root", ssh_host_key="")]
 
 
 @pytest.mark.parametrize(
     ("change", "expected"),
-    [({"port": "22"}, 22), ({"port": 22}, 22), ({"port": " "}, 7001), ({"channel": "SSH"}, "ssh"),
-     ({"address": "db01.Example.com"}, "db01.example.com")],
+    [({"port": "22"}, 22), ({"port": 22}, 22), ({"port": " "}, 7001),
+     ({"address": "db01.Example.com"}, "db01.example.com"), ({"ssh_port": "2222"}, 2222),
+     ({"ssh_user": "deploy"}, "deploy"),
+     ({"ssh_host_key": " SHA256:" + "A" * 43 + "  (ED25519)"}, "SHA256:" + "A" * 43 + " (ED25519)"),
+     ({"ssh_host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMXjV2mvdGJRxgV0UNbVFsEbNGxoOUNuY"
+                       "cQ2S7QZdCSR x@y"},
+      "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMXjV2mvdGJRxgV0UNbVFsEbNGxoOUNuYcQ2S7QZdCSR x@y")],
 )
 def test_good_values(change, expected):
     rows, errors = check(**change)
@@ -176,6 +182,10 @@ def test_good_values(change, expected):
         ({"nodes": ["corp/" + "n" * 101]}, "nodes: malformed node path"),
         ({"nodes": ["/".join(["n" * 99] * 11)]}, "nodes: node path longer than 1000"),
         ({"channel": "telnet"}, "channel: expected agent or ssh, got 'telnet'"),
+        ({"ssh_host_key": "trust me"}, "ssh_host_key: unreadable ssh_host_key"),
+        ({"ssh_host_key": "SHA256:short"}, "ssh_host_key: unreadable"),
+        ({"ssh_user": "Root Admin"}, "ssh_user: 'Root Admin' is not an account name"),
+        ({"ssh_port": 0}, "ssh_port: expected a whole number 1..65535"),
         ({"rack": "r1", "owner": "x"}, "unknown keys: owner, rack"),
     ],
 )

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from agent.errors import JobRefused
+from permissions.hostkeys import HostKeyRefused, expected_host_key
 from plugins.signing import sign_meta
 from tasks.ssh.control import NoTrace, host_request
 from tasks.ssh.endpoint import SshEndpoint
-from tasks.ssh.hostkeys import HostKeyRefused, expected_host_key
 from tasks.ssh.jobs import job_check, job_run
 from tasks.ssh.remote import job_key
 
