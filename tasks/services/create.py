@@ -1,5 +1,6 @@
 """Task creation: check plugin, parameters, target, rights and quota; create the subtasks."""
 
+import re
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -46,10 +47,27 @@ def params_validate(version: PluginVersion, params: dict) -> None:
         return
     found: dict[str, list[str]] = defaultdict(list)
     for error in errors:
-        path = ".".join(str(p) for p in error.absolute_path)
-        found[f"params.{path}" if path else "params"].append(error.message)
+        for path in _error_paths(error):
+            found[".".join(["params", *path])].append(error.message)
     first_field, messages = next(iter(found.items()))
     raise InvalidInput(f"{first_field}: {messages[0]}", dict(found))
+
+
+def _error_paths(error: jsonschema.ValidationError) -> list[list[str]]:
+    """Where a schema error is: the value's path, and for a missing or unexpected property the
+    property itself (jsonschema reports those on the enclosing object)."""
+    path = [str(p) for p in error.absolute_path]
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    if error.validator == "required":
+        names = [n for n in error.validator_value if n not in instance]
+    elif error.validator == "additionalProperties" and error.validator_value is False:
+        known = set(error.schema.get("properties", {}))
+        patterns = list(error.schema.get("patternProperties", {}))
+        names = [n for n in instance
+                 if n not in known and not any(re.search(p, n) for p in patterns)]
+    else:
+        names = []
+    return [[*path, str(name)] for name in names] or [path]
 
 
 def _targets_checked(actor: AbstractBaseUser, nodes: list[str], hosts: list[str]) -> list[tuple]:

@@ -15,11 +15,11 @@ from agent.client import ChannelPool
 from agent.errors import ChannelError
 from permissions.hostkeys import HostKeyRefused
 from permissions.models import Host
+from plugins.signing import accepted_public_keys_pem
 
 from ..fanout import endpoint_for, host_key
 from . import bundle
 from .endpoint import SshEndpoint
-from .jobs import signing_public_keys_pem
 from .session import Completed, SshNotConfigured, SshUnreachable, execute, ssh_session
 
 UNIT_PATH = "/etc/systemd/system/ccs-agent.service"
@@ -212,7 +212,7 @@ def _files(host: Host, options: InstallOptions, port: int, paths: _Layout, agent
            init: str) -> dict[str, tuple[bytes, str]]:
     config = bundle.agent_config(
         host_id=host.hostname, listen=f"{options.listen_address}:{port}", key_file=paths.key,
-        spool=paths.spool, public_keys=signing_public_keys_pem(),
+        spool=paths.spool, public_keys=accepted_public_keys_pem(),
         output_cap=settings.CCS_OUTPUT_CAP,
     )
     files = {

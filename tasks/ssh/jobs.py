@@ -22,7 +22,7 @@ from agent.errors import JobRefused
 from agent.executor import CLEAN_PATH, INTERPRETERS, KILL_GRACE
 from agent.signing import canonical_bytes, load_public_key, verify
 from permissions.hostkeys import HostKeyRefused
-from plugins.signing import public_key_pem
+from plugins.signing import accepted_public_keys_pem
 
 from . import remote
 from .endpoint import SshEndpoint
@@ -98,12 +98,7 @@ def job_check(job: object) -> dict[str, Any]:
 
 def accepted_public_keys() -> list[Ed25519PublicKey]:
     """The control plane's signing keys, current and previous (what agents are installed with)."""
-    return _loaded(tuple(signing_public_keys_pem()))
-
-
-def signing_public_keys_pem() -> list[str]:
-    current = public_key_pem()
-    return [current, *(pem for pem in settings.CCS_SIGNING_PREVIOUS_KEYS if pem != current)]
+    return _loaded(tuple(accepted_public_keys_pem()))
 
 
 @lru_cache(maxsize=4)

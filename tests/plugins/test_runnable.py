@@ -102,13 +102,13 @@ def test_retiring_leaves_existing_tasks_alone(api, hosts, make_version, people):
 @pytest.mark.parametrize(
     ("params", "field"),
     [
-        ({}, "params"),
+        ({}, "params.count"),
         ({"count": "three"}, "params.count"),
         ({"count": 0}, "params.count"),
         ({"count": 1, "mode": "reckless"}, "params.mode"),
         ({"count": 1, "target": {"port": "http"}}, "params.target.port"),
-        ({"count": 1, "target": {}}, "params.target"),
-        ({"count": 1, "surprise": True}, "params"),
+        ({"count": 1, "target": {}}, "params.target.port"),
+        ({"count": 1, "surprise": True}, "params.surprise"),
     ],
 )
 def test_schema_errors_name_the_parameter(api, hosts, make_version, params, field):
@@ -121,11 +121,11 @@ def test_schema_errors_name_the_parameter(api, hosts, make_version, params, fiel
     assert Task.objects.count() == 0
 
 
-def test_schema_errors_at_the_top_level_say_which_parameter(api, hosts, make_version):
+def test_missing_and_unexpected_parameters_are_named_themselves(api, hosts, make_version):
     make_version("approved", params_schema=SCHEMA)
-    missing = _task(api, params={}).json()["errors"]["params"]
-    assert missing == ["'count' is a required property"]
-    extra = _task(api, params={"count": 1, "surprise": 1}).json()["errors"]["params"]
+    missing = _task(api, params={}).json()["errors"]
+    assert missing == {"params.count": ["'count' is a required property"]}
+    extra = _task(api, params={"count": 1, "surprise": 1}).json()["errors"]["params.surprise"]
     assert "'surprise' was unexpected" in extra[0]
 
 
@@ -138,7 +138,7 @@ def test_valid_params_start_the_task(api, hosts, make_version):
 
 def test_builtin_sleep_requires_seconds(api, hosts, builtins):
     response = _task(api, plugin="sleep", params={})
-    assert response.json()["errors"] == {"params": ["'seconds' is a required property"]}
+    assert response.json()["errors"] == {"params.seconds": ["'seconds' is a required property"]}
     response = _task(api, plugin="sleep", params={"seconds": 4000})
     assert "params.seconds" in response.json()["errors"]
     assert _task(api, plugin="sleep", params={"seconds": 1}).status_code == 201

@@ -33,7 +33,7 @@ GOOD = {"plugin": "ping", "params": {}, "target": {"nodes": ["corp/test"]}, "run
         ({"target": {"nodes": "corp/test"}}, "target.nodes"),
         ({"target": "corp/test"}, "target.non_field_errors"),
         ({"params": ["x"]}, "params"),
-        ({"params": {"unexpected": 1}}, "params"),
+        ({"params": {"unexpected": 1}}, "params.unexpected"),
         ({"run_as": "postgres"}, "run_as"),
         ({"control": {"timeout": 0}}, "control.timeout"),
         ({"control": {"timeout": 10_000}}, "control.timeout"),

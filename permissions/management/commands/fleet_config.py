@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from agent.keys import derive_host_key
 from permissions.models import Host
-from plugins.signing import public_key_pem
+from plugins.signing import accepted_public_keys_pem
 
 
 class Command(BaseCommand):
@@ -28,7 +28,7 @@ class Command(BaseCommand):
         config = {
             "listen": listen,
             "exec_mode": exec_mode,
-            "public_keys": [public_key_pem()],
+            "public_keys": accepted_public_keys_pem(),
             "hosts": {
                 name: derive_host_key(master, bytes.fromhex(salt), name).hex()
                 for name, salt in hosts
