@@ -40,6 +40,13 @@ def _group(pgid: int) -> dict[int, str]:
     return found
 
 
+def _started(subtask: SubTask) -> int:
+    """The job's process group once the plugin has forked both its sleeps (sh + 2)."""
+    pgid = _until(lambda: _pgid(subtask), "no pid")
+    _until(lambda: len(_group(pgid)) >= 3, "the plugin did not start its children")
+    return pgid
+
+
 def _pgid(subtask: SubTask) -> int:
     job = shard_jobs(subtask.task_id, [subtask.pk])[0]
 
@@ -74,11 +81,11 @@ def running(api, workers, builtins, tmp_path):
 
 def test_pause_freezes_the_group_and_resume_finishes_with_full_output(api, running):
     task_id, (first, _) = running
-    pgid = _until(lambda: _pgid(first), "no pid")
+    pgid = _started(first)
     assert api.post(f"/api/v1/subtasks/{first.pk}/pause/").status_code == 202
     _until(lambda: SubTask.objects.get(pk=first.pk).status == "paused", "not paused")
     group = _group(pgid)
-    assert len(group) >= 2 and set(group.values()) == {"T"}, group
+    assert len(group) >= 3 and set(group.values()) == {"T"}, group
     time.sleep(6)  # longer than the timeout: paused time does not count
     assert set(_group(pgid).values()) == {"T"}
     assert api.post(f"/api/v1/subtasks/{first.pk}/resume/").status_code == 202
@@ -93,8 +100,7 @@ def test_pause_freezes_the_group_and_resume_finishes_with_full_output(api, runni
 
 def test_stop_kills_the_whole_group_and_keeps_the_output(api, running):
     task_id, (_, second) = running
-    pgid = _until(lambda: _pgid(second), "no pid")
-    assert len(_group(pgid)) >= 2
+    pgid = _started(second)
     assert api.post(f"/api/v1/subtasks/{second.pk}/stop/").status_code == 202
     stopped = _until(lambda: SubTask.objects.filter(pk=second.pk, status="stopped").first(),
                      "not stopped")
@@ -104,7 +110,7 @@ def test_stop_kills_the_whole_group_and_keeps_the_output(api, running):
 
 def test_task_pause_freezes_every_host_then_stop_ends_it(api, running):
     task_id, subtasks = running
-    pgids = [_until(lambda s=s: _pgid(s), "no pid") for s in subtasks]
+    pgids = [_started(s) for s in subtasks]
     api.post(f"/api/v1/tasks/{task_id}/pause/")
     _until(lambda: SubTask.objects.filter(task_id=task_id, status="paused").count() == 2,
            "not all paused")
