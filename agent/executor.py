@@ -32,7 +32,9 @@ from agent.results import (
 )
 from agent.signing import canonical_bytes, verify
 
-__all__ = ["Account", "Executor", "Plan", "job_env", "refused_result", "resolve_account"]
+__all__ = [
+    "Account", "Executor", "Plan", "job_env", "param_env", "refused_result", "resolve_account",
+]
 
 INTERPRETERS: dict[str, str] = {"bash": ".sh", "sh": ".sh", "python3": ".py"}
 EXEC_MODES = ("process", "dry")
@@ -341,7 +343,13 @@ def job_env(plan: Plan, host_id: str = "") -> dict[str, str]:
         "CCS_JOB_ID": plan.job_id,
         "CCS_HOST_ID": host_id,
     }
-    for name, value in plan.params.items():
+    return {**env, **param_env(plan.params)}
+
+
+def param_env(params: dict[str, Any]) -> dict[str, str]:
+    """`CCS_PARAM_<NAME>` for each top-level scalar parameter whose name is a valid one."""
+    env = {}
+    for name, value in params.items():
         text = _scalar_text(value)
         if text is not None and isinstance(name, str) and _PARAM_NAME.match(name):
             env[f"CCS_PARAM_{name.upper()}"] = text

@@ -7,7 +7,6 @@ channels alike. A job refused here or by the host fails with a reason starting "
 
 import hashlib
 import json
-import re
 import select
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.conf import settings
 
 from agent.errors import JobRefused
-from agent.executor import CLEAN_PATH, INTERPRETERS, KILL_GRACE
+from agent.executor import CLEAN_PATH, INTERPRETERS, KILL_GRACE, param_env
 from agent.signing import canonical_bytes, load_public_key, verify
 from permissions.hostkeys import HostKeyRefused
 from plugins.signing import accepted_public_keys_pem
@@ -35,7 +34,6 @@ from .session import (
     ssh_session,
 )
 
-_PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _JOB_FIELDS: dict[str, type] = {
     "id": str, "meta": dict, "signature": str, "body": str, "account": str, "timeout": int,
     "params": dict,
@@ -195,22 +193,8 @@ def _bytes(data: bytes | str) -> bytes:
 
 def _run_argv(endpoint: SshEndpoint, job: dict[str, Any], workdir: str, script: str) -> list[str]:
     env = {"PATH": CLEAN_PATH, "LANG": "C.UTF-8", "CCS_JOB_ID": job["id"],
-           "CCS_HOST_ID": endpoint.host_id}
-    for name, value in job["params"].items():
-        text = _scalar_text(value)
-        if text is not None and _PARAM_NAME.match(name):
-            env[f"CCS_PARAM_{name.upper()}"] = text
+           "CCS_HOST_ID": endpoint.host_id, **param_env(job["params"])}
     return remote.run_argv(workdir, env, job["meta"]["interpreter"], script)
-
-
-def _scalar_text(value: object) -> str | None:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return str(value)
-    if isinstance(value, str) and "\x00" not in value:
-        return value
-    return None
 
 
 @dataclass

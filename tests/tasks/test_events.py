@@ -6,17 +6,9 @@ import time
 import pytest
 
 from tasks.models import Task, TaskEvent
-from tests.factories import Fleet, free_port, hosts_make, plugin_approved
+from tests.factories import plugin_approved
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def fleet(tmp_path, builtins):
-    port = free_port()
-    running = Fleet(tmp_path, hosts_make("dc1", 10, port), port)
-    yield running
-    running.stop()
 
 
 def _sse_events(response, stop_after: int | None = None) -> tuple[list[dict], bool]:

@@ -5,18 +5,10 @@ import time
 import pytest
 
 from tasks.models import Task, TaskEvent
-from tests.factories import Fleet, free_port, hosts_make, plugin_approved
+from tests.factories import plugin_approved
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 BODY_SLEEP = 'sleep "${CCS_PARAM_SECONDS:-0.2}"\necho slept\n'
-
-
-@pytest.fixture
-def fleet(tmp_path, builtins):
-    port = free_port()
-    running = Fleet(tmp_path, hosts_make("dc1", 10, port), port)
-    yield running
-    running.stop()
 
 
 def _create(api, plugin: str, params: dict | None = None, **control) -> int:
