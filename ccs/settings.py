@@ -23,6 +23,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "guardian",
     "permissions",
     "plugins",
@@ -110,6 +111,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Run reviewed plugins on hosts picked from the service tree.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI's files come with the project (no CDN: control planes run in closed networks).
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Celery: the routing table lives in ccs.routing.
