@@ -85,7 +85,7 @@ def measure(targets: list[tuple[str, list[str]]], repeat: int) -> None:
     from django.test.utils import CaptureQueriesContext
 
     from ccs.errors import Forbidden
-    from tasks.services import _targets_checked
+    from tasks.services.create import targets_checked
 
     user = get_user_model().objects.get(username="sre")
     for label, paths in targets:
@@ -94,7 +94,7 @@ def measure(targets: list[tuple[str, list[str]]], repeat: int) -> None:
             with CaptureQueriesContext(connection) as captured:
                 started = time.perf_counter()
                 try:
-                    outcome = f"{len(_targets_checked(user, paths, []))} hosts allowed"
+                    outcome = f"{len(targets_checked(user, paths, []))} hosts allowed"
                 except Forbidden as exc:
                     outcome = f"refused: {exc.detail}"
                 times.append(time.perf_counter() - started)

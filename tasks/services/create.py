@@ -70,7 +70,7 @@ def _error_paths(error: jsonschema.ValidationError) -> list[list[str]]:
     return [[*path, str(name)] for name in names] or [path]
 
 
-def _targets_checked(actor: AbstractBaseUser, nodes: list[str], hosts: list[str]) -> list[tuple]:
+def targets_checked(actor: AbstractBaseUser, nodes: list[str], hosts: list[str]) -> list[tuple]:
     """(host id, datacenter id) of every target host; refuses the whole task if any is not
     operable by the actor, naming up to 20 of them and their count."""
     target = hosts_for_target(node_paths=nodes, hostnames=hosts)
@@ -145,7 +145,7 @@ def task_create(
     plugin_version, timeout = _version_checked(plugin, version, params, run_as, control)
     if callback_url:
         callback_url_check(callback_url)
-    targets = _targets_checked(actor, nodes, hosts)
+    targets = targets_checked(actor, nodes, hosts)
     quota_check(actor, len(targets))
     with transaction.atomic():
         task = Task.objects.create(
