@@ -92,7 +92,7 @@ def move_with_rows(locked: list[tuple], rows: dict[int, tuple]) -> list[Moved]:
         SubTask._meta.db_table, RESULT_COLUMNS, [rows[sid] for sid, _, _ in legal],
         where=f"t.status IN ({placeholders})", where_params=sorted(allowed_from),
     )
-    if count != len(rows):
+    if count != len(legal):
         raise ConcurrentChange(f"expected {len(legal)} rows, updated {count}")
     return [Moved(sid, host, old, rows[sid][1]) for sid, host, old in legal]
 
