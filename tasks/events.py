@@ -12,6 +12,7 @@ from django.db import close_old_connections
 from .broadcast import channel_name
 from .models import Task, TaskEvent
 from .states import TASK_ACTIVE
+from .transitions import Moved, event_payload
 
 PAGE = 1000
 
@@ -19,11 +20,11 @@ PAGE = 1000
 def events_after(task_id: int, after: int, limit: int = PAGE) -> list[dict]:
     """Events of the task numbered above `after`, in order."""
     rows = TaskEvent.objects.filter(task_id=task_id, seq__gt=after).order_by("seq")[:limit]
+    fields = ("seq", "subtask_id", "hostname", "from_status", "to_status", "at", "data")
     return [
-        {"seq": e.seq, "task": task_id, "subtask": e.subtask_id, "host": e.hostname,
-         "from": e.from_status, "to": e.to_status, "at": e.at.isoformat(), "data": e.data}
-        for e in rows.only("seq", "subtask_id", "hostname", "from_status", "to_status", "at",
-                           "data")
+        event_payload(task_id, e.seq, Moved(e.subtask_id, e.hostname, e.from_status,
+                                            e.to_status, e.data), e.at)
+        for e in rows.only(*fields)
     ]
 
 

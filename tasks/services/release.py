@@ -8,7 +8,6 @@ from itertools import islice
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count
 from django.utils import timezone
 
 from ccs import routing
@@ -16,6 +15,7 @@ from ccs.celery import app as celery_app
 
 from ..control import Progress, batch_limits, failure_limit, release_budget
 from ..models import SubTask, Task
+from ..selectors import task_counts
 from ..states import FAILURES, FINAL, ON_HOST, SubTaskStatus, TaskStatus
 from ..transitions import events_record, lock_movable, move_uniform
 
@@ -32,9 +32,7 @@ def release_request(task_id: int) -> None:
 
 
 def progress_read(task_id: int) -> Progress:
-    counts = dict(
-        SubTask.objects.filter(task_id=task_id).values_list("status").annotate(n=Count("id"))
-    )
+    counts = task_counts(task_id)
     return Progress(
         total=sum(counts.values()),
         unreleased=counts.get(SubTaskStatus.PENDING, 0) + counts.get(SubTaskStatus.HELD, 0),
