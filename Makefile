@@ -3,6 +3,9 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ccs
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
+# Two test runs on one machine stay apart with their own database, Redis database and prefix.
+TEST_DB_NAME ?= test_ccs
+TEST_EVENT_PREFIX ?= ccs-$(TEST_DB_NAME)
 
 .PHONY: demo up test secrets lint bench clean
 
@@ -23,6 +26,7 @@ up: secrets
 
 test: secrets
 	DATABASE_URL=$(TEST_DATABASE_URL) CCS_BROKER_URL=$(TEST_BROKER_URL) \
+		CCS_TEST_DATABASE=$(TEST_DB_NAME) CCS_EVENT_PREFIX=$(TEST_EVENT_PREFIX) \
 		CCS_CALLBACK_ALLOW_PRIVATE=1 CCS_CALLBACK_BACKOFF_BASE=1 CCS_SITTER_GRACE=1 \
 		$(PY) -m pytest $(PYTEST_ARGS)
 

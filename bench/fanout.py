@@ -62,14 +62,16 @@ class MessageCounter:
 
 
 class FinalEventCounter:
-    """Follows `ccs:task:*` until every subtask of a task announced its final state."""
+    """Follows every task's channel until every subtask of a task announced its final state."""
 
     def __init__(self) -> None:
         import redis
         from django.conf import settings
 
+        from tasks.broadcast import channel_name
+
         self.pubsub = redis.Redis.from_url(settings.CCS_REDIS_URL).pubsub()
-        self.pubsub.psubscribe("ccs:task:*")
+        self.pubsub.psubscribe(channel_name("*"))
         self.pubsub.get_message(timeout=1)
 
     def wait(self, task_id: int, hosts: int, timeout: float = 300) -> None:

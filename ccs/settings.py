@@ -120,6 +120,9 @@ SPECTACULAR_SETTINGS = {
 # Celery: the routing table lives in ccs.routing.
 CELERY_BROKER_URL = env_str("CCS_BROKER_URL", "redis://127.0.0.1:6379/0")
 CCS_REDIS_URL = env_str("CCS_REDIS_URL", CELERY_BROKER_URL)
+# Pub/sub channels are shared by every database of a Redis server: installations (or test runs)
+# sharing one Redis keep their announcements apart by this prefix.
+CCS_EVENT_PREFIX = env_str("CCS_EVENT_PREFIX", "ccs")
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_TASK_IGNORE_RESULT = True

@@ -1,5 +1,6 @@
-"""Announce committed events: on Redis pub/sub (`ccs:task:<id>`) for live readers, and to the
-callbacks worker when the task has a callback URL. The database remembers; these only nudge."""
+"""Announce committed events: on Redis pub/sub (`<CCS_EVENT_PREFIX>:task:<id>`) for live
+readers, and to the callbacks worker when the task has a callback URL. The database remembers;
+these only nudge."""
 
 import json
 import logging
@@ -14,8 +15,9 @@ from ccs.celery import app as celery_app
 log = logging.getLogger(__name__)
 
 
-def channel_name(task_id: int) -> str:
-    return f"ccs:task:{task_id}"
+def channel_name(task_id: int | str) -> str:
+    """The task's pub/sub channel; `channel_name("*")` is the pattern of every task's."""
+    return f"{settings.CCS_EVENT_PREFIX}:task:{task_id}"
 
 
 @cache

@@ -9,6 +9,7 @@ import pytest
 import redis
 from django.conf import settings
 
+from tasks.broadcast import channel_name
 from tasks.models import SubTask, Task, TaskEvent
 from tests.factories import Fleet, free_port, hosts_make
 
@@ -17,11 +18,11 @@ HOSTS_PER_DC = 25
 
 
 class Subscriber:
-    """Collects every event published on `ccs:task:*`."""
+    """Collects every event published on the tasks' channels."""
 
     def __init__(self) -> None:
         self.pubsub = redis.Redis.from_url(settings.CCS_REDIS_URL).pubsub()
-        self.pubsub.psubscribe("ccs:task:*")
+        self.pubsub.psubscribe(channel_name("*"))
         self.pubsub.get_message(timeout=1)  # the subscription confirmation
         self.events: list[dict] = []
         self.thread = threading.Thread(target=self._run, daemon=True)
