@@ -42,6 +42,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "ccs.urls"
+# The web runs on ASGI (Procfile); WSGI stays for `manage.py runserver` and the test client.
+ASGI_APPLICATION = "ccs.asgi.application"
 WSGI_APPLICATION = "ccs.wsgi.application"
 
 TEMPLATES = [
@@ -157,6 +159,8 @@ CCS_SSH_CONCURRENCY = env_int("CCS_SSH_CONCURRENCY", 50, minimum=1)
 
 # Live event streams: a comment line this often keeps idle proxies from closing them.
 CCS_SSE_KEEPALIVE = env_int("CCS_SSE_KEEPALIVE", 15, minimum=1)
+# Open event streams per user, across every web process (a browser tab on a task holds one).
+CCS_SSE_STREAMS_PER_USER = env_int("CCS_SSE_STREAMS_PER_USER", 20, minimum=1)
 
 # HTTP callbacks: private and loopback receivers are refused unless allowed (on-premises);
 # link-local and cloud metadata addresses always are.

@@ -1,6 +1,5 @@
 """The tasks API: create and read tasks, their subtasks and summary; pause, resume, stop."""
 
-from django.http import StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import mixins, status, viewsets
@@ -12,7 +11,7 @@ from rest_framework.response import Response
 from ccs.api import EventStreamRenderer, int_param
 
 from . import selectors, services
-from .events import PAGE, EventStream, events_after
+from .events import PAGE, events_after
 from .models import CallbackAttempt, SubTask, Task
 from .permissions import CanOperateSubtask, CanOperateTask
 from .serializers import (
@@ -25,6 +24,7 @@ from .serializers import (
     TaskDetailOut,
     TaskOut,
 )
+from .streams import event_stream_response
 
 
 def _control(data: dict, task_type: str) -> services.ControlData:
@@ -126,12 +126,7 @@ class TaskViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             after = int_param(header, "Last-Event-ID") if header else int_param(
                 request.query_params.get("after"), "after"
             )
-            response = StreamingHttpResponse(
-                EventStream(task.pk, after), content_type="text/event-stream"
-            )
-            response["Cache-Control"] = "no-cache"
-            response["X-Accel-Buffering"] = "no"  # no proxy buffering of the stream
-            return response
+            return event_stream_response(request._request, task.pk, after)
         after = int_param(request.query_params.get("after"), "after")
         limit = min(int_param(request.query_params.get("limit"), "limit", PAGE, 1), PAGE)
         events = events_after(task.pk, after, limit)

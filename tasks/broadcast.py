@@ -21,7 +21,8 @@ def channel_name(task_id: int | str) -> str:
 
 
 @cache
-def _client() -> redis.Redis:
+def redis_client() -> redis.Redis:
+    """The process's Redis client for announcements and stream slots."""
     return redis.Redis.from_url(settings.CCS_REDIS_URL, socket_timeout=5)
 
 
@@ -30,7 +31,7 @@ def events_publish(task_id: int, events: list[dict]) -> None:
     if not events:
         return
     try:
-        _client().publish(channel_name(task_id), json.dumps(events, separators=(",", ":")))
+        redis_client().publish(channel_name(task_id), json.dumps(events, separators=(",", ":")))
     except redis.RedisError as exc:
         log.warning("publish of %d events for task %s failed: %s", len(events), task_id, exc)
 

@@ -1,0 +1,173 @@
+"""A client's live stream of a task's events: it joins the process's hub first, replays from
+the table past Last-Event-ID, then follows the hub, with no gap and no duplicate at the seam,
+until the task has ended and every event has been sent.
+
+Each user holds at most CCS_SSE_STREAMS_PER_USER open streams, counted in Redis across every
+web process: a slot is taken before the stream starts, kept alive while it runs, and expires
+on its own if its process dies.
+"""
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, StreamingHttpResponse
+
+from ccs.errors import TooManyRequests
+
+from .broadcast import redis_client
+from .events import PAGE, events_after, sse_text
+from .hub import DB, Batch, TaskState, current_hub, hub_close
+
+log = logging.getLogger(__name__)
+SLOT_TTL = 60  # seconds a slot outlives the last refresh of its stream (hub ticks refresh it)
+# Drop expired slots, refuse if the user holds the limit, else take one: atomically.
+TAKE_SLOT = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
+def _slots_key(user_id: int) -> str:
+    return f"{settings.CCS_EVENT_PREFIX}:streams:{user_id}"
+
+
+def stream_slot_take(user_id: int) -> tuple[str, str] | None:
+    """(key, slot) of a new stream of the user; 429 if they hold the limit. Without Redis the
+    limit cannot be counted: the stream is allowed (and logged)."""
+    key, slot, limit = _slots_key(user_id), secrets.token_hex(8), settings.CCS_SSE_STREAMS_PER_USER
+    now = time.time()
+    try:
+        taken = redis_client().eval(TAKE_SLOT, 1, key, now, limit, now + SLOT_TTL, slot, SLOT_TTL)
+    except redis.RedisError as exc:
+        log.warning("stream limit not counted, Redis failed: %s", exc)
+        return None
+    if not taken:
+        raise TooManyRequests(
+            f"at most {limit} open event streams per user; close one first",
+            {"user": [f"at most {limit} open event streams"]},
+        )
+    return key, slot
+
+
+async def slots_refresh(client: aioredis.Redis, slots: dict[str, str]) -> None:
+    """Push back the expiry of these open streams' slots (slot -> key)."""
+    expires = time.time() + SLOT_TTL
+    async with client.pipeline(transaction=False) as pipe:
+        for slot, key in slots.items():
+            pipe.zadd(key, {slot: expires}, xx=True)
+            pipe.expire(key, SLOT_TTL)
+        await pipe.execute()
+
+
+class EventStream:
+    """Server-sent events of one task from `after` on. Iterated asynchronously under ASGI (a
+    coroutine per stream); iterated synchronously (WSGI, the test client) it runs on a private
+    event loop in the request's thread."""
+
+    def __init__(self, task_id: int, after: int, slot: tuple[str, str] | None = None,
+                 keepalive: float | None = None) -> None:
+        self.task_id = task_id
+        self.last = after
+        self.slot = slot
+        self.keepalive = keepalive or settings.CCS_SSE_KEEPALIVE
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        hub, feed = current_hub(), asyncio.Queue()
+        if self.slot:
+            hub.slots[self.slot[1]] = self.slot[0]
+        try:
+            await hub.join(self.task_id, feed)
+            yield b"retry: 2000\n\n"
+            async for text in self._catch_up():
+                yield text
+            async for text in self._follow(feed):
+                yield text
+            yield b"event: end\ndata: {}\n\n"
+        finally:
+            hub.leave(self.task_id, feed)
+            if self.slot:
+                hub.slots.pop(self.slot[1], None)
+                await asyncio.shield(_slot_release(hub.redis, *self.slot))
+
+    async def _follow(self, feed: asyncio.Queue) -> AsyncIterator[bytes]:
+        quiet_since = time.monotonic()
+        while True:
+            try:
+                item = await asyncio.wait_for(feed.get(), self.keepalive)
+            except TimeoutError:
+                item = None
+            if isinstance(item, Batch):
+                async for text in self._take(item):
+                    yield text
+                    quiet_since = time.monotonic()
+            elif isinstance(item, TaskState) and item.ended:
+                if self.last < item.event_seq:
+                    async for text in self._catch_up():  # an ended task's last events
+                        yield text
+                return
+            if time.monotonic() - quiet_since >= self.keepalive:
+                yield b": keep-alive\n\n"
+                quiet_since = time.monotonic()
+
+    async def _take(self, batch: Batch) -> AsyncIterator[bytes]:
+        """The part of a batch past what was sent; the hub's batches follow each other, so
+        only the seam with the replay is ever cut, or a gap read from the table."""
+        if batch.last <= self.last:
+            return
+        if batch.first > self.last + 1:
+            async for text in self._catch_up():
+                yield text
+        rest = batch if batch.first == self.last + 1 else batch.after(self.last)
+        if rest is not None:
+            yield rest.text
+            self.last = rest.last
+
+    async def _catch_up(self) -> AsyncIterator[bytes]:
+        """Everything the table holds past the last event sent."""
+        while events := await DB.run(events_after, self.task_id, self.last):
+            yield sse_text(events)
+            self.last = events[-1]["seq"]
+            if len(events) < PAGE:
+                return
+
+    def __iter__(self) -> Iterator[bytes]:
+        loop = asyncio.new_event_loop()
+        stream = aiter(self)
+        try:
+            while True:
+                try:
+                    yield loop.run_until_complete(anext(stream))
+                except StopAsyncIteration:
+                    return
+        finally:
+            loop.run_until_complete(stream.aclose())
+            loop.run_until_complete(hub_close())
+            loop.close()
+
+
+async def _slot_release(client: aioredis.Redis, key: str, slot: str) -> None:
+    try:
+        await client.zrem(key, slot)
+    except (redis.RedisError, OSError) as exc:
+        log.warning("stream slot not released (it expires in %s s): %s", SLOT_TTL, exc)
+
+
+def event_stream_response(request: HttpRequest, task_id: int, after: int) -> StreamingHttpResponse:
+    """The live stream of a task for this request's user, within their limit of streams."""
+    stream = EventStream(task_id, after, stream_slot_take(request.user.pk))
+    asgi = isinstance(request, ASGIRequest)  # else WSGI: the stream holds the request's thread
+    response = StreamingHttpResponse(aiter(stream) if asgi else iter(stream),
+                                     content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # no proxy buffering of the stream
+    return response
