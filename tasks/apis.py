@@ -12,7 +12,7 @@ from ccs.api import EventStreamRenderer, int_param
 
 from . import selectors, services
 from .events import PAGE, events_after
-from .models import CallbackAttempt, SubTask, Task
+from .models import CallbackAttempt, Task
 from .permissions import CanOperateSubtask, CanOperateTask
 from .serializers import (
     CallbackAttemptOut,
@@ -25,6 +25,8 @@ from .serializers import (
     TaskOut,
 )
 from .streams import event_stream_response
+
+SUBTASK_FILTERS = ("status", "datacenter", "group", "host")
 
 
 def _control(data: dict, task_type: str) -> services.ControlData:
@@ -98,16 +100,14 @@ class TaskViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
 
     @extend_schema(
         responses=SubTaskOut(many=True),
-        parameters=[OpenApiParameter("status", str), OpenApiParameter("datacenter", str)],
+        parameters=[OpenApiParameter(name, str) for name in SUBTASK_FILTERS],
+        description="`group` is a summary group's `key`; `host` a part of the host name.",
     )
     @action(detail=True, methods=["get"])
     def subtasks(self, request: Request, pk: str) -> Response:
         task = self._task(pk)
-        rows = SubTask.objects.filter(task=task).select_related("host", "datacenter").order_by("id")
-        if status_ := request.query_params.get("status"):
-            rows = rows.filter(status=status_)
-        if datacenter := request.query_params.get("datacenter"):
-            rows = rows.filter(datacenter__name=datacenter)
+        filters = {name: request.query_params.get(name, "") for name in SUBTASK_FILTERS}
+        rows = selectors.subtasks_filtered(task.pk, **filters).order_by("id")
         page = self.paginate_queryset(rows)
         return self.get_paginated_response(SubTaskOut(page, many=True).data)
 

@@ -112,6 +112,7 @@ class SubTaskOut(serializers.ModelSerializer):
 
 
 class SummaryGroupOut(serializers.Serializer):
+    key = serializers.CharField(help_text="selects the group's subtasks: subtasks/?group=<key>")
     status = serializers.CharField()
     exit_code = serializers.IntegerField(allow_null=True)
     count = serializers.IntegerField()

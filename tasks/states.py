@@ -84,3 +84,6 @@ def predecessors(target: str) -> frozenset[str]:
         return LEGAL_PREDECESSORS[target]
     except KeyError:
         raise IllegalTransition("any", target) from None
+
+# Hosts a task "had failures" on, and that a re-run runs again.
+UNSUCCESSFUL = frozenset({S.FAILED, S.TIMEOUT, S.LOST})

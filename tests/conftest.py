@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 
 from ccs.stack import WORKER_PROCESSES, Stack, free_port, port_open, wait_for, workers_ready
 from plugins.services import builtin_plugins_install
+from tests.factories import Fleet, hosts_make
 
 
 @pytest.fixture
@@ -38,6 +39,15 @@ def _on_test_database() -> dict[str, str]:
     return {**os.environ, "DATABASE_URL": url}
 
 
+@pytest.fixture
+def fleet(tmp_path, builtins):
+    """A real `ccs-agent fleet` serving ten hosts of dc1 under corp/test."""
+    port = free_port()
+    running = Fleet(tmp_path, hosts_make("dc1", 10, port), port)
+    yield running
+    running.stop()
+
+
 @pytest.fixture(scope="session")
 def workers(django_db_setup, django_db_blocker):
     """The controller and one Celery worker per datacenter, as real processes on the test DB."""
@@ -55,10 +65,12 @@ def workers(django_db_setup, django_db_blocker):
         stack.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def web(django_db_setup) -> str:
     """The Procfile's web process (gunicorn with uvicorn workers: ASGI) on the test database,
-    with one-second keep-alives and a limit of 5 open event streams per user; its base URL."""
+    with one-second keep-alives and a limit of 5 open event streams per user; its base URL.
+    One per test: a flush between tests gives content types and permissions new ids, which a
+    longer-lived process would still hold in its caches."""
     port = free_port()
     stack = Stack(env={**_on_test_database(), "CCS_WEB_PORT": str(port),
                        "CCS_SSE_KEEPALIVE": "1", "CCS_SSE_STREAMS_PER_USER": "5"})
