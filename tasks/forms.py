@@ -11,6 +11,7 @@ from django import forms
 from ccs.errors import ServiceError
 from plugins.models import PluginVersion
 
+from .control import count_or_percent
 from .models import Task
 from .services import ControlData
 from .states import UNSUCCESSFUL, SubTaskStatus, TaskStatus
@@ -80,11 +81,6 @@ def params_fields(schema: dict) -> dict[str, forms.Field]:
     return fields
 
 
-def _count_or_percent(text: str) -> int | str:
-    """'3' is a count, '10%' a percentage (tasks.control checks both)."""
-    return int(text) if text.isdigit() else text
-
-
 class LaunchForm(forms.Form):
     """A task of one approved plugin version: its parameters, targets, account and control."""
 
@@ -137,12 +133,12 @@ class LaunchForm(forms.Form):
             name.removeprefix("params."): value for name, value in data.items()
             if name.startswith("params.") and value not in (None, "")
         }
-        batches = [_count_or_percent(b.strip()) for b in data["control.batches"].split(",")
+        batches = [count_or_percent(b.strip()) for b in data["control.batches"].split(",")
                    if b.strip()]
         control = ControlData(
             timeout=data["control.timeout"], priority=data["control.priority"],
             concurrency=data["control.concurrency"], batches=batches,
-            failure_threshold=_count_or_percent(data["control.failure_threshold"].strip()),
+            failure_threshold=count_or_percent(data["control.failure_threshold"].strip()),
             auto_resume=data["control.auto_resume"],
         )
         return {

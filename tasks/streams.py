@@ -17,6 +17,7 @@ import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
+from django.db import connection
 from django.http import HttpRequest, StreamingHttpResponse
 
 from ccs.errors import TooManyRequests
@@ -165,6 +166,9 @@ async def _slot_release(client: aioredis.Redis, key: str, slot: str) -> None:
 def event_stream_response(request: HttpRequest, task_id: int, after: int) -> StreamingHttpResponse:
     """The live stream of a task for this request's user, within their limit of streams."""
     stream = EventStream(task_id, after, stream_slot_take(request.user.pk))
+    # The request's thread keeps its database connection until the stream ends (under ASGI
+    # the thread is parked meanwhile): give it back now; the stream reads through the hub.
+    connection.close()
     asgi = isinstance(request, ASGIRequest)  # else WSGI: the stream holds the request's thread
     response = StreamingHttpResponse(aiter(stream) if asgi else iter(stream),
                                      content_type="text/event-stream")

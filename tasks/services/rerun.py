@@ -6,6 +6,7 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from ccs.errors import InvalidInput, NotFound
 
+from ..control import count_or_percent
 from ..models import SubTask, Task
 from ..selectors import tasks_visible_to
 from ..states import UNSUCCESSFUL
@@ -30,7 +31,7 @@ def task_rerun(*, actor: AbstractBaseUser, task_id: int, statuses: Collection[st
         raise InvalidInput.field("statuses", f"no host of task {task_id} is {' or '.join(wanted)}")
     control = ControlData(
         timeout=task.timeout, priority=task.priority, concurrency=task.concurrency,
-        batches=task.batches, failure_threshold=task.failure_threshold,
+        batches=task.batches, failure_threshold=count_or_percent(task.failure_threshold),
         auto_resume=task.auto_resume, task_type=task.task_type,
     )
     version = task.plugin_version
