@@ -78,6 +78,11 @@ def _database() -> dict:
     else:
         config["CONN_HEALTH_CHECKS"] = True
         config.setdefault("TEST", {})["NAME"] = env_str("CCS_TEST_DATABASE", "test_ccs")
+        if pool := env_int("CCS_DB_POOL", 0, minimum=0):
+            # A pool of at most this many connections per process. The web needs it: under
+            # ASGI each request runs in a thread of its own, unbounded, each with a connection.
+            config["CONN_MAX_AGE"] = 0  # connections go back to the pool instead
+            config["OPTIONS"] = {"pool": {"min_size": 1, "max_size": pool, "timeout": 20}}
     return config
 
 

@@ -175,9 +175,11 @@ class EventHub:
 
     def __init__(self) -> None:
         self.topics: dict[int, Topic] = {}
-        self.slots: dict[str, str] = {}  # open stream slots (tasks.streams) and their keys
+        self.slots: dict = {}  # the slots of the open streams (tasks.streams.Slot), by member
         self.ready = asyncio.Event()
         self.workers: list[asyncio.Task] = []
+        self.writes: dict[Callable, list] = {}  # see later()
+        self.writing: set[asyncio.Task] = set()
         self.redis = aioredis.Redis.from_url(settings.CCS_REDIS_URL, socket_timeout=5)
 
     async def join(self, task_id: int, feed: asyncio.Queue) -> None:
@@ -201,7 +203,22 @@ class EventHub:
             if not topic.queues:
                 del self.topics[task_id]
 
+    def later(self, write: Callable, items: list) -> None:
+        """Run `write(redis, items)` soon, with the items of other calls meanwhile: one
+        pipeline for many streams, and nothing for a closing stream to wait on."""
+        pending = self.writes.setdefault(write, [])
+        pending.extend(items)
+        if len(pending) == len(items):
+            task = asyncio.create_task(self._write(write))
+            self.writing.add(task)
+            task.add_done_callback(self.writing.discard)
+
+    async def _write(self, write: Callable) -> None:
+        await asyncio.sleep(0)  # let the other streams closing now join in
+        await write(self.redis, self.writes.pop(write))
+
     async def close(self) -> None:
+        await asyncio.gather(*self.writing, return_exceptions=True)
         for worker in self.workers:
             worker.cancel()
         await asyncio.gather(*self.workers, return_exceptions=True)

@@ -12,6 +12,7 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 
 import redis
 import redis.asyncio as aioredis
@@ -42,13 +43,24 @@ def _slots_key(user_id: int) -> str:
     return f"{settings.CCS_EVENT_PREFIX}:streams:{user_id}"
 
 
-def stream_slot_take(user_id: int) -> tuple[str, str] | None:
-    """(key, slot) of a new stream of the user; 429 if they hold the limit. Without Redis the
+@dataclass
+class Slot:
+    """One open stream counted against its user's limit, and when it last moved."""
+
+    key: str
+    member: str
+    alive_at: float = field(default_factory=time.monotonic)
+
+
+def stream_slot_take(user_id: int) -> Slot | None:
+    """A slot for a new stream of the user; 429 if they hold the limit. Without Redis the
     limit cannot be counted: the stream is allowed (and logged)."""
-    key, slot, limit = _slots_key(user_id), secrets.token_hex(8), settings.CCS_SSE_STREAMS_PER_USER
+    slot, limit = Slot(_slots_key(user_id), secrets.token_hex(8)), settings.CCS_SSE_STREAMS_PER_USER
     now = time.time()
     try:
-        taken = redis_client().eval(TAKE_SLOT, 1, key, now, limit, now + SLOT_TTL, slot, SLOT_TTL)
+        taken = redis_client().eval(
+            TAKE_SLOT, 1, slot.key, now, limit, now + SLOT_TTL, slot.member, SLOT_TTL
+        )
     except redis.RedisError as exc:
         log.warning("stream limit not counted, Redis failed: %s", exc)
         return None
@@ -57,16 +69,19 @@ def stream_slot_take(user_id: int) -> tuple[str, str] | None:
             f"at most {limit} open event streams per user; close one first",
             {"user": [f"at most {limit} open event streams"]},
         )
-    return key, slot
+    return slot
 
 
-async def slots_refresh(client: aioredis.Redis, slots: dict[str, str]) -> None:
-    """Push back the expiry of these open streams' slots (slot -> key)."""
-    expires = time.time() + SLOT_TTL
+async def slots_refresh(client: aioredis.Redis, slots: dict[str, Slot]) -> None:
+    """Push back the expiry of the slots of streams that moved lately. A stream whose client
+    left while it waited to send is not always closed at once (Django drops it, and it ends
+    when collected): its slot expires instead."""
+    expires, recent = time.time() + SLOT_TTL, time.monotonic() - SLOT_TTL / 2
     async with client.pipeline(transaction=False) as pipe:
-        for slot, key in slots.items():
-            pipe.zadd(key, {slot: expires}, xx=True)
-            pipe.expire(key, SLOT_TTL)
+        for slot in slots.values():
+            if slot.alive_at > recent:
+                pipe.zadd(slot.key, {slot.member: expires}, xx=True)
+                pipe.expire(slot.key, SLOT_TTL)
         await pipe.execute()
 
 
@@ -75,7 +90,7 @@ class EventStream:
     coroutine per stream); iterated synchronously (WSGI, the test client) it runs on a private
     event loop in the request's thread."""
 
-    def __init__(self, task_id: int, after: int, slot: tuple[str, str] | None = None,
+    def __init__(self, task_id: int, after: int, slot: Slot | None = None,
                  keepalive: float | None = None) -> None:
         self.task_id = task_id
         self.last = after
@@ -85,7 +100,7 @@ class EventStream:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         hub, feed = current_hub(), asyncio.Queue()
         if self.slot:
-            hub.slots[self.slot[1]] = self.slot[0]
+            hub.slots[self.slot.member] = self.slot
         try:
             await hub.join(self.task_id, feed)
             yield b"retry: 2000\n\n"
@@ -93,12 +108,15 @@ class EventStream:
                 yield text
             async for text in self._follow(feed):
                 yield text
+            self._release(hub)  # before the last send, which a leaving client may cut short
             yield b"event: end\ndata: {}\n\n"
         finally:
             hub.leave(self.task_id, feed)
-            if self.slot:
-                hub.slots.pop(self.slot[1], None)
-                await asyncio.shield(_slot_release(hub.redis, *self.slot))
+            self._release(hub)
+
+    def _release(self, hub) -> None:
+        if self.slot and hub.slots.pop(self.slot.member, None):
+            hub.later(slots_release, [self.slot])
 
     async def _follow(self, feed: asyncio.Queue) -> AsyncIterator[bytes]:
         quiet_since = time.monotonic()
@@ -107,6 +125,8 @@ class EventStream:
                 item = await asyncio.wait_for(feed.get(), self.keepalive)
             except TimeoutError:
                 item = None
+            if self.slot:
+                self.slot.alive_at = time.monotonic()
             if isinstance(item, Batch):
                 async for text in self._take(item):
                     yield text
@@ -156,11 +176,15 @@ class EventStream:
             loop.close()
 
 
-async def _slot_release(client: aioredis.Redis, key: str, slot: str) -> None:
+async def slots_release(client: aioredis.Redis, slots: list[Slot]) -> None:
     try:
-        await client.zrem(key, slot)
+        async with client.pipeline(transaction=False) as pipe:
+            for slot in slots:
+                pipe.zrem(slot.key, slot.member)
+            await pipe.execute()
     except (redis.RedisError, OSError) as exc:
-        log.warning("stream slot not released (it expires in %s s): %s", SLOT_TTL, exc)
+        log.warning("%d stream slots not released (they expire in %s s): %s",
+                    len(slots), SLOT_TTL, exc)
 
 
 def event_stream_response(request: HttpRequest, task_id: int, after: int) -> StreamingHttpResponse:
