@@ -2,14 +2,22 @@
 a real headless Chromium (Debian's, driven by Playwright) for web pages."""
 
 import os
-import shutil
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 from rest_framework.test import APIClient
 
-from ccs.stack import WORKER_PROCESSES, Stack, free_port, port_open, wait_for, workers_ready
+from ccs.stack import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    WORKER_PROCESSES,
+    Stack,
+    free_port,
+    port_open,
+    wait_for,
+    workers_ready,
+)
 from plugins.services import builtin_plugins_install
 from tests.factories import Fleet, hosts_make
 
@@ -82,12 +90,6 @@ def web(django_db_setup) -> str:
         stack.stop()
 
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# The flags this machine's closed network needs; see the README.
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
 @pytest.fixture(scope="module")
 def chromium():
     """Module-scoped: Playwright's sync API keeps an event loop running in this thread while
@@ -98,7 +100,7 @@ def chromium():
     # still plain synchronous calls in this thread.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         yield browser
         browser.close()
     del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
