@@ -27,7 +27,7 @@ import httpx
 from common import bench_stack, bench_user, django_on_bench_database
 
 ID = re.compile(rb"(?:^|\n)id: (\d+)\n")
-RCVBUF = 256 * 1024
+RCVBUF = 64 * 1024
 
 
 @dataclass
