@@ -236,8 +236,10 @@ class EventHub:
                         self._dispatch(message["channel"], message["data"])
             except (redis.RedisError, OSError) as exc:
                 log.warning("event hub: Redis subscription lost (%s); retrying", exc)
-                self.ready.set()  # streams go on: the ticks read what Redis does not bring
+            except Exception:  # the subscription must outlive any one bad message
+                log.exception("event hub: subscription failed; retrying")
             finally:
+                self.ready.set()  # streams go on meanwhile: ticks read what Redis does not bring
                 with contextlib.suppress(redis.RedisError, OSError):
                     await pubsub.aclose()
             await asyncio.sleep(TICK)
@@ -247,8 +249,14 @@ class EventHub:
             topic = self.topics.get(int(channel.rsplit(b":", 1)[1]))
         except ValueError:
             return
-        if topic is not None and (events := json.loads(data)):
-            topic.offer(Batch.of(events))
+        if topic is None:
+            return
+        try:
+            batch = Batch.of(json.loads(data))
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            log.warning("event hub: unreadable announcement on %s: %r", channel, exc)
+            return  # the tick reads the events from the table
+        topic.offer(batch)
 
     async def _tick(self) -> None:
         from .streams import slots_refresh

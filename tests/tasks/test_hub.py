@@ -67,3 +67,16 @@ def test_states_reach_every_stream():
 def test_a_batch_is_text_for_the_stream_with_ids():
     assert _batch(7, 8).text.decode().count("event: transition\n") == 2
     assert _batch(7, 8).text.startswith(b"id: 7\n")
+
+
+def test_an_unreadable_announcement_is_skipped():
+    from tasks.hub import EventHub
+
+    hub = EventHub.__new__(EventHub)  # its topics alone: no Redis, no loop
+    topic, feed = _topic()
+    hub.topics = {1: topic}
+    hub._dispatch(b"ccs:task:1", b"not json")
+    hub._dispatch(b"ccs:task:1", b"[]")
+    hub._dispatch(b"ccs:task:x", b"[]")
+    hub._dispatch(b"ccs:task:1", b'[{"seq": 1, "task": 1}]')
+    assert _handed(feed) == [1]

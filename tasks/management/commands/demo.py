@@ -92,7 +92,8 @@ class Command(BaseCommand):
 
     def _stay(self, web: str, password: str) -> None:
         self.stdout.write(
-            f"CCS is up.\n  web admin  {web}/admin/   (login: admin / {password})\n"
+            f"CCS is up.\n  console    {web}/   (login: admin / {password})\n"
+            f"  web admin  {web}/admin/\n"
             f"  API docs   {web}/api/v1/docs/\n  Flower     {self.flower}\n"
             "Ctrl-C stops everything."
         )
