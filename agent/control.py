@@ -7,10 +7,9 @@ import signal
 import time
 
 from agent.process import signal_group
+from agent.protocol import PAUSED, RUNNING, STOPPING
 
-RUNNING = "running"
-PAUSED = "paused"
-STOPPING = "stopping"
+__all__ = ["Control", "PAUSED", "RUNNING", "STOPPING"]
 
 
 class Control:

@@ -1,4 +1,4 @@
-"""Bulk SQL the ORM does not offer: per-row updates in one statement, counters with RETURNING."""
+"""Bulk SQL the ORM does not offer: per-row updates in one statement, id lists as one parameter."""
 
 import json
 from collections.abc import Sequence
@@ -61,18 +61,17 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
-def counter_advance(
-    table: str, column: str, pk: int, by: int, also: Sequence[str] = ()
-) -> tuple:
-    """Add `by` to a counter column; return its new value and the `also` columns of the row,
-    in one statement."""
-    returning = ", ".join([column, *also])
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET {column} = {column} + %s WHERE id = %s RETURNING {returning}",
-            [by, pk],
-        )
-        return cursor.fetchone()
+def sql_value(value: Any) -> Any:
+    """A parameter for raw SQL as Django would store it (datetimes as text on SQLite)."""
+    return value if is_postgres() else _sqlite_value(value)
+
+
+def id_match(column: str, ids: Sequence[int]) -> tuple[str, Any]:
+    """`column` is one of `ids`: SQL with one parameter (an array on PostgreSQL, JSON on
+    SQLite) instead of thousands of `IN` placeholders."""
+    if is_postgres():
+        return f"{column} = ANY(%s::bigint[])", list(ids)
+    return f"{column} IN (SELECT value FROM json_each(%s))", json.dumps(list(ids))
 
 
 def update_ids(
@@ -85,11 +84,8 @@ def update_ids(
         return 0
     sets = ", ".join(f"{name} = %s" for name in values)
     status_in = ", ".join(["%s"] * len(states))
-    if is_postgres():
-        match, id_param = "id = ANY(%s::bigint[])", list(ids)
-    else:
-        match, id_param = "id IN (SELECT value FROM json_each(%s))", json.dumps(list(ids))
-    params = [v if is_postgres() else _sqlite_value(v) for v in values.values()]
+    match, id_param = id_match("id", ids)
+    params = [sql_value(v) for v in values.values()]
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET {sets} WHERE {match} AND status IN ({status_in})",

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from agent.client import ChannelPool
+from tasks.hosts.jobs import shard_jobs
 from tasks.models import SubTask, Task, TaskEvent
-from tasks.selectors import shard_jobs
 from tests.factories import Fleet, free_port, hosts_make, plugin_approved
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
