@@ -26,6 +26,10 @@ import multiprocessing
 import os
 import re
 import resource
+import shutil
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -36,7 +40,6 @@ from common import bench_stack, bench_user, django_on_bench_database
 
 FINAL_MARKS = [f'"to":"{s}"'.encode() for s in ("success", "failed", "timeout", "stopped",
                                                    "lost")]
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PG_BACKGROUND = re.compile(
     r"postgres: \S+: (checkpointer|background writer|walwriter|autovacuum|logical replication)")
 
@@ -48,6 +51,9 @@ def main() -> None:
     parser.add_argument("--exec", dest="exec_mode", choices=["dry", "process"], default="dry")
     parser.add_argument("--runs", type=int, default=4, help="the first run is cold")
     parser.add_argument("--json", action="store_true", help="one JSON object per size")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="py-spy each role's processes during the last warm run; raw "
+                             "profiles go to DIR and a summary of each is printed")
     args = parser.parse_args()
     sizes = _sizes(parser, args)
     if args.runs < 2:
@@ -56,7 +62,7 @@ def main() -> None:
     django_on_bench_database()
     results = []
     for hosts in sizes:
-        result = measure(hosts, args.exec_mode, args.runs, quiet=args.json)
+        result = measure(hosts, args.exec_mode, args.runs, quiet=args.json, profile=args.profile)
         results.append(result)
         if args.json:
             print(json.dumps(result), flush=True)
@@ -79,7 +85,7 @@ def _raise_nofile() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def measure(hosts: int, exec_mode: str, runs: int, quiet: bool) -> dict:
+def measure(hosts: int, exec_mode: str, runs: int, quiet: bool, profile: Path | None) -> dict:
     """Every figure of one size."""
     from django.conf import settings
     from rest_framework.authtoken.models import Token
@@ -101,9 +107,12 @@ def measure(hosts: int, exec_mode: str, runs: int, quiet: bool) -> dict:
         measured = []
         for run in range(runs):
             _vacuum()
+            spies = Spies(roles, profile, hosts) if profile and run == runs - 1 else None
             measured.append(one_task(api, hosts, roles, settings.CELERY_BROKER_URL))
             label = "cold" if run == 0 else "warm"
             say(f"  {label}: {_run_line(measured[-1])}")
+            if spies:
+                spies.stop_and_summarise(say)
         floor_new, floor_pooled = channel_floor(measured[-1]["task"], datacenters)
         say(f"  channel floor: new channels {floor_new:.2f} s, pooled {floor_pooled:.2f} s")
         rss = max(_rss_mb(pid) for pid in roles.pids("dc-workers"))
@@ -167,6 +176,58 @@ def one_task(api: httpx.Client, hosts: int, roles: "Roles", broker: str) -> dict
         "events": TaskEvent.objects.filter(task_id=task_id).count(),
         "cpu_us_per_host": {role: cpu / hosts * 1e6 for role, cpu in spent.items()},
     }
+
+
+class Spies:
+    """py-spy on one process of each Python role while a run goes on."""
+
+    ROLES = ("dc-workers", "fleets", "controller", "web")
+
+    def __init__(self, roles: "Roles", directory: Path, hosts: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.files: dict[str, Path] = {}
+        self.procs = []
+        for role in self.ROLES:
+            pids = roles.main_pids(role)
+            if not pids:
+                continue
+            out = directory / f"{hosts}-{role}.raw"
+            self.files[role] = out
+            self.procs.append(subprocess.Popen(
+                [_py_spy(), "record", "-p", str(pids[0]), "--subprocesses", "--nonblocking",
+                 "-r", "250", "--format", "raw", "-o", str(out)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))
+        time.sleep(1.0)  # py-spy attaches
+
+    def stop_and_summarise(self, say) -> None:
+        for proc in self.procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in self.procs:
+            proc.wait(timeout=60)
+        for role, path in self.files.items():
+            say(f"  py-spy, {role} ({path}): where its samples are, by function (self)")
+            for share, frame in _top_frames(path, 12):
+                say(f"    {share:5.1f}%  {frame}")
+
+
+def _py_spy() -> str:
+    beside = Path(sys.executable).parent / "py-spy"
+    return str(beside) if beside.exists() else (shutil.which("py-spy") or "py-spy")
+
+
+def _top_frames(path: Path, count: int) -> list[tuple[float, str]]:
+    """The functions where most samples of a collapsed py-spy profile end (idle excluded)."""
+    leaves: dict[str, int] = defaultdict(int)
+    total = 0
+    if not path.exists():
+        return []
+    for line in path.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        leaves[stack.rsplit(";", 1)[-1][:140]] += int(samples)
+        total += int(samples)
+    ranked = sorted(leaves.items(), key=lambda item: -item[1])[:count]
+    return [(n / total * 100, frame) for frame, n in ranked]
 
 
 def _vacuum() -> None:
@@ -240,6 +301,10 @@ class Roles:
     def pids(self, role: str) -> list[int]:
         return self._by_role().get(role, [])
 
+    def main_pids(self, role: str) -> list[int]:
+        """The role's processes started by the stack (not their children)."""
+        return [proc.pid for name, proc in self.stack.procs.items() if _role(name) == role]
+
     def cpu(self, since: dict[str, float] | None = None) -> dict[str, float]:
         spent = {role: sum(_cpu_seconds(p) for p in pids)
                  for role, pids in self._by_role().items()}
@@ -310,8 +375,19 @@ def _stat(pid: int) -> list[str] | None:
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = _stat(pid)
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK if fields else 0.0
+    """Time on a CPU of every thread of the process, in nanoseconds from the scheduler
+    (/proc/<pid>/stat counts in 10 ms ticks: too coarse for many small processes)."""
+    total = 0
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0.0
+    for thread in threads:
+        try:
+            total += int(Path(f"/proc/{pid}/task/{thread}/schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return total / 1e9
 
 
 def _rss_mb(pid: int) -> float:

@@ -21,9 +21,10 @@ def bulk_update_rows(
 ) -> int:
     """Update many rows, each with its own values, in one statement; returns the row count.
 
-    `columns` are (name, postgres type) pairs; the first is the key. PostgreSQL gets
-    `UPDATE … FROM unnest(arrays)`, SQLite `UPDATE … FROM json_each(…)`; both are one
-    round trip however many rows, unlike Django's bulk_update.
+    `columns` are (name, postgres type) pairs; the first is the key. The rows travel as one
+    JSON parameter, read by `json_to_recordset` on PostgreSQL and `json_each` on SQLite: one
+    round trip however many rows, unlike Django's bulk_update, and no per-value adaptation
+    in Python (arrays for `unnest` cost three times as much, client and server together).
     """
     if not rows:
         return 0
@@ -31,14 +32,14 @@ def bulk_update_rows(
     sets = ", ".join(f"{name} = v.{name}" for name, _ in columns[1:])
     extra = f" AND {where}" if where else ""
     if is_postgres():
-        arrays = [list(col) for col in zip(*rows, strict=True)]
-        unnest = ", ".join(f"%s::{pgtype}[]" for _, pgtype in columns)
-        names = ", ".join(name for name, _ in columns)
+        names = [name for name, _ in columns]
+        record = ", ".join(f"{name} {pgtype}" for name, pgtype in columns)
         sql = (
-            f"UPDATE {table} AS t SET {sets} FROM unnest({unnest}) AS v({names}) "
+            f"UPDATE {table} AS t SET {sets} FROM json_to_recordset(%s::json) AS v({record}) "
             f"WHERE t.{key} = v.{key}{extra}"
         )
-        params: list[Any] = [*arrays, *where_params]
+        body = json.dumps([dict(zip(names, row, strict=True)) for row in rows], default=_json)
+        params: list[Any] = [body, *where_params]
     else:
         picks = ", ".join(
             f"json_extract(value, '$[{i}]') AS {name}" for i, (name, _) in enumerate(columns)
@@ -59,6 +60,12 @@ def _sqlite_value(value: Any) -> Any:
         # Django stores aware datetimes in SQLite as naive UTC text.
         return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
     return value
+
+
+def _json(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def sql_value(value: Any) -> Any:

@@ -51,8 +51,11 @@ def lost(subtask_id: int, reason: str) -> HostResult:
 
 
 def _clean(text: str) -> str:
-    # PostgreSQL text cannot hold NUL.
-    return text.replace("\x00", "\ufffd")
+    """Text the database can store: no NUL, and no lone surrogate (a reply may carry one,
+    JSON-escaped); either would fail the whole batch's statement."""
+    if text.isascii():
+        return text.replace("\x00", "\ufffd")
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\ufffd")
 
 
 def _at(epoch: float | None) -> datetime:
