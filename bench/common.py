@@ -15,6 +15,9 @@ sys.path.insert(0, str(ROOT))
 # hard limit of 20,000 descriptors a process has on this box, a datacenter gets at most this
 # many simulated hosts (more hosts: more datacenters, each with its worker and its fleet).
 HOSTS_PER_DC = 16_000
+# A fleet process serves at most this many simulated hosts: each is reached by its
+# datacenter's worker and, for the channel floor, by one more process (two descriptors).
+HOSTS_PER_FLEET = 8_000
 
 
 def django_on_bench_database(name: str = "ccs_bench") -> str:
@@ -40,13 +43,22 @@ def django_on_bench_database(name: str = "ccs_bench") -> str:
 
 
 @dataclass(frozen=True)
+class Fleet:
+    """One `ccs-agent fleet` process: where it listens and its config."""
+
+    name: str
+    port: int
+    config: Path
+
+
+@dataclass(frozen=True)
 class SeededDc:
-    """A simulated datacenter: its hosts' count and the fleet that serves them."""
+    """A simulated datacenter: its hosts' count and the fleet (one or more processes) that
+    serves them."""
 
     name: str
     count: int
-    port: int
-    config: Path
+    fleets: list[Fleet]
 
 
 def datacenter_names(hosts: int, per_dc: int = HOSTS_PER_DC) -> list[str]:
@@ -67,21 +79,29 @@ def seed(hosts: int, exec_mode: str, per_dc: int = HOSTS_PER_DC) -> list[SeededD
     names = datacenter_names(hosts, per_dc)
     seeded = []
     for index, name in enumerate(names):
-        count = hosts // len(names) + (1 if index < hosts % len(names) else 0)
-        port = free_port()
-        # Each size has its own hosts, so runs of different sizes share the database.
-        simulated_hosts_ensure(
-            datacenter=datacenter_ensure(name=name),
-            node=node_ensure(path=f"bench/n{hosts}/{name}"),
-            prefix=f"bench{hosts}-{name}", count=count, address="127.0.0.1", port=port,
-        )
-        path = settings.VAR_DIR / f"bench-fleet-{name}.json"
-        call_command("fleet_config", datacenter=name, listen=f"127.0.0.1:{port}", out=path,
-                     exec_mode=exec_mode, node=f"bench/n{hosts}/{name}", verbosity=0)
-        seeded.append(SeededDc(name, count, port, path))
+        count = _share(hosts, len(names), index)
+        parts = math.ceil(count / HOSTS_PER_FLEET)
+        fleets = []
+        for part in range(parts):
+            port, node = free_port(), f"bench/n{hosts}/{name}/f{part}"
+            # Each size has its own hosts, so runs of different sizes share the database.
+            simulated_hosts_ensure(
+                datacenter=datacenter_ensure(name=name), node=node_ensure(path=node),
+                prefix=f"bench{hosts}-{name}-f{part}", count=_share(count, parts, part),
+                address="127.0.0.1", port=port,
+            )
+            path = settings.VAR_DIR / f"bench-fleet-{name}-f{part}.json"
+            call_command("fleet_config", datacenter=name, listen=f"127.0.0.1:{port}",
+                         out=path, exec_mode=exec_mode, node=node, verbosity=0)
+            fleets.append(Fleet(f"fleet-{name}-f{part}", port, path))
+        seeded.append(SeededDc(name, count, fleets))
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE permissions_host")
     return seeded
+
+
+def _share(total: int, parts: int, index: int) -> int:
+    return total // parts + (1 if index < total % parts else 0)
 
 
 def dc_worker_command(datacenter: str) -> str:
@@ -106,14 +126,16 @@ def bench_stack(
     stack.env.update(DATABASE_URL=os.environ["DATABASE_URL"], **env)
     workers = ["controller", "callbacks"]
     try:
+        fleets = [fleet for dc in seeded for fleet in dc.fleets]
+        for fleet in fleets:
+            stack.start(fleet.name, f"ccs-agent fleet --config {fleet.config}")
         for dc in seeded:
-            stack.start(f"fleet-{dc.name}", f"ccs-agent fleet --config {dc.config}")
             stack.start(f"worker-{dc.name}", dc_worker_command(dc.name))
             workers.append(f"worker-{dc.name}")
         for name in ("controller", "callbacks", *extra):
             stack.start(name)
-        for dc in seeded:
-            wait_for(lambda p=dc.port: port_open(p), f"fleet-{dc.name}", timeout=120)
+        for fleet in fleets:
+            wait_for(lambda p=fleet.port: port_open(p), fleet.name, timeout=120)
         wait_for(lambda: workers_ready(settings.CELERY_BROKER_URL, tuple(workers)), "workers",
                  timeout=120)
         yield stack, seeded

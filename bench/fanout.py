@@ -194,7 +194,7 @@ class Spies:
             out = directory / f"{hosts}-{role}.raw"
             self.files[role] = out
             self.procs.append(subprocess.Popen(
-                [_py_spy(), "record", "-p", str(pids[0]), "--subprocesses", "--nonblocking",
+                [_py_spy(), "record", "-p", str(pids[0]), "--subprocesses", "--gil",
                  "-r", "250", "--format", "raw", "-o", str(out)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ))
@@ -292,41 +292,83 @@ class MessageCounter:
 class Roles:
     """CPU time of every process by role, read from /proc: the stack's processes (with their
     children), the PostgreSQL backends of the bench database and its background processes,
-    Redis, and this benchmark itself."""
+    Redis, and this benchmark itself.
+
+    A thread samples every process of a role four times a second and keeps the last figure
+    of each, so the time of a process that ends during a run (a database connection closed
+    by its worker) still counts."""
+
+    INTERVAL = 0.25
 
     def __init__(self, stack) -> None:
         self.stack = stack
         self.database = os.environ["DATABASE_URL"].rsplit("/", 1)[1]
+        self.classified: dict[int, str | None] = {}  # pid -> role (None: not ours)
+        self.last: dict[int, float] = {}  # pid -> its CPU seconds when last seen
+        self.lock = threading.Lock()
+        self._sample()
+        threading.Thread(target=self._sample_forever, daemon=True).start()
 
     def pids(self, role: str) -> list[int]:
-        return self._by_role().get(role, [])
+        with self.lock:
+            return [pid for pid, r in self.classified.items() if r == role and pid in self.live]
 
     def main_pids(self, role: str) -> list[int]:
         """The role's processes started by the stack (not their children)."""
         return [proc.pid for name, proc in self.stack.procs.items() if _role(name) == role]
 
     def cpu(self, since: dict[str, float] | None = None) -> dict[str, float]:
-        spent = {role: sum(_cpu_seconds(p) for p in pids)
-                 for role, pids in self._by_role().items()}
+        self._sample()
+        spent: dict[str, float] = defaultdict(float)
+        with self.lock:
+            for pid, seconds in self.last.items():
+                spent[self.classified[pid] or "-"] += seconds
+        spent.pop("-", None)
         times = os.times()
         spent["bench"] = times.user + times.system
         if since is None:
-            return spent
+            return dict(spent)
         return {role: spent[role] - since.get(role, 0.0) for role in spent}
 
-    def _by_role(self) -> dict[str, list[int]]:
-        children = _children()
-        roles: dict[str, list[int]] = defaultdict(list)
-        for name, proc in self.stack.procs.items():
-            roles[_role(name)] += _tree(proc.pid, children)
-        for pid, command in _commands().items():
-            if command.startswith("postgres") and (
-                f" {self.database} " in command or PG_BACKGROUND.match(command)
-            ):
-                roles["postgres"].append(pid)
-            elif command.startswith("redis-server"):
-                roles["redis"].append(pid)
-        return dict(roles)
+    def _sample_forever(self) -> None:
+        while True:
+            time.sleep(self.INTERVAL)
+            self._sample()
+
+    def _sample(self) -> None:
+        live = {int(name) for name in os.listdir("/proc") if name.isdigit()}
+        with self.lock:
+            new = live - self.classified.keys()
+            if new:
+                self._classify(new, live)
+            for pid in live:
+                if self.classified.get(pid) and (seconds := _cpu_seconds(pid)):
+                    self.last[pid] = seconds
+            self.live = live
+
+    def _classify(self, new: set[int], live: set[int]) -> None:
+        started = {proc.pid: _role(name) for name, proc in self.stack.procs.items()}
+        parents = {pid: int(fields[1]) for pid in live if (fields := _stat(pid))}
+        for pid in sorted(new):
+            role, ancestor = None, pid
+            while ancestor > 1 and role is None:  # a child of a stack process is in its role
+                role = started.get(ancestor) or self.classified.get(ancestor)
+                ancestor = parents.get(ancestor, 0)
+            if role is None:
+                role = self._service(pid)
+            self.classified[pid] = role
+
+    def _service(self, pid: int) -> str | None:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+                errors="replace")
+        except OSError:
+            return None
+        if command.startswith("postgres") and (
+            f" {self.database} " in command or PG_BACKGROUND.match(command)
+        ):
+            return "postgres"
+        return "redis" if command.startswith("redis-server") else None
 
 
 def _role(process: str) -> str:
@@ -335,36 +377,6 @@ def _role(process: str) -> str:
     if process.startswith("fleet-"):
         return "fleets"
     return process
-
-
-def _commands() -> dict[int, str]:
-    found = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                found[int(name)] = Path(f"/proc/{name}/cmdline").read_bytes().replace(
-                    b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-    return found
-
-
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = defaultdict(list)
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            fields = _stat(int(name))
-            if fields:
-                tree[int(fields[1])].append(int(name))
-    return tree
-
-
-def _tree(pid: int, children: dict[int, list[int]]) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        found.append(current := todo.pop())
-        todo += children.get(current, [])
-    return found
 
 
 def _stat(pid: int) -> list[str] | None:
