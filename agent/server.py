@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent import __version__
 from agent.channel import HANDSHAKE_TIMEOUT, MAX_FRAME, Session, read_frame, send_frame
 from agent.channel import server_handshake as handshake
+from agent.containment import AUTO
 from agent.control import PAUSED, RUNNING, STOPPING, Control
 from agent.errors import ChannelError, JobRefused
 from agent.executor import KILL_GRACE, OUTPUT_CAP, Executor, Plan
@@ -90,6 +91,8 @@ class AgentServer:
         spool: str | None = None,
         retention: float = RETENTION,
         start_delay: float = 0.0,
+        work_dir: str | None = None,
+        containment: str = AUTO,
     ) -> None:
         self.listen_host = listen_host
         self.listen_port = listen_port
@@ -103,6 +106,8 @@ class AgentServer:
             exec_mode=exec_mode,
             output_cap=output_cap,
             kill_grace=kill_grace,
+            work_dir=work_dir,
+            containment=containment,
         )
         self._keys = dict(keys)
         self._spool = SpoolRoot(spool, output_cap) if spool is not None else None
@@ -163,6 +168,7 @@ class AgentServer:
             self._server = None
         if self._spool is not None:
             self._spool.close()
+        self.executor.close()
 
     # -- connections ------------------------------------------------------------------------
 
@@ -259,6 +265,7 @@ class AgentServer:
             "spool": host.store.usage(),
             "rejected": dict(self.counters),
             "rejected_total": sum(self.counters.values()),
+            "containment": self.executor.containment.kind,
         }
 
     async def _op_status(self, host: _Host, message: Message) -> Message:

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from agent.client import ChannelPool, Endpoint
-from tests.agent.procs import eventually, group_states
+from tests.agent.procs import eventually, group_states, paused_states
 
 Reply = dict[str, Any]
 
@@ -38,14 +38,14 @@ class AgentClient:
 
 
 async def frozen(pgid: int, members: int = 1) -> dict[int, str]:
-    """Wait until the group has at least `members` processes and every one is stopped (T)."""
+    """Wait until the group has at least `members` processes and every one is paused (stopped,
+    or in a frozen cgroup)."""
 
     async def check() -> dict[int, str] | None:
-        states = group_states(pgid)
-        stopped = len(states) >= members and all(s == "T" for s in states.values())
-        return states if stopped else None
+        states = paused_states(pgid)
+        return states if states is not None and len(states) >= members else None
 
-    return await eventually(check, f"every process of group {pgid} in state T")
+    return await eventually(check, f"every process of group {pgid} paused")
 
 
 async def members(pgid: int, count: int) -> dict[int, str]:
