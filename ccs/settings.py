@@ -158,7 +158,7 @@ CCS_SSH_CONCURRENCY = env_int("CCS_SSH_CONCURRENCY", 50, minimum=1)
 # Live event streams: a comment line this often keeps idle proxies from closing them.
 CCS_SSE_KEEPALIVE = env_int("CCS_SSE_KEEPALIVE", 15, minimum=1)
 
-# HTTP callbacks: private and loopback receivers are refused unless allowed (on-premises);
+# HTTP callbacks: receivers on non-public addresses are refused unless allowed (on-premises);
 # link-local and cloud metadata addresses always are.
 CCS_CALLBACK_ALLOW_PRIVATE = env_bool("CCS_CALLBACK_ALLOW_PRIVATE", False)
 CCS_CALLBACK_TIMEOUT = env_int("CCS_CALLBACK_TIMEOUT", 10, minimum=1)
