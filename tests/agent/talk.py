@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from agent.client import ChannelPool, Endpoint
@@ -35,6 +37,30 @@ class AgentClient:
 
     async def close(self) -> None:
         await self.pool.close()
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    agent_server: Any, keys: dict[str, bytes], host_id: str, **options: Any
+) -> AsyncIterator[AgentClient]:
+    """An in-process agent (the `agent_server` fixture, with these options) and a client of
+    one of its host identities."""
+    async with agent_server(**options) as server:
+        client = AgentClient(server.port, host_id, keys[host_id])
+        try:
+            yield client
+        finally:
+            await client.close()
+
+
+async def run_each(port: int, host_id: str, key: bytes, jobs: list[dict[str, Any]]
+                   ) -> list[dict[str, Any]]:
+    """Deliver the jobs to an agent one after another; their results, in order."""
+    client = AgentClient(port, host_id, key)
+    try:
+        return [(await client.call("run", job=job))["result"] for job in jobs]
+    finally:
+        await client.close()
 
 
 async def frozen(pgid: int, members: int = 1) -> dict[int, str]:

@@ -19,7 +19,7 @@ from agent.errors import ChannelError
 from agent.signing import public_key_pem
 from agent.spool import file_key
 from tests.agent.procs import Agent, eventually, living_members, wait_until
-from tests.agent.talk import AgentClient
+from tests.agent.talk import AgentClient, run_each
 
 REPO = Path(__file__).resolve().parents[2]
 SOLO = "solo.dc1"
@@ -93,15 +93,8 @@ def test_each_pipe_of_a_job_is_closed_once(
     host_id, key = next(iter(host_keys.items()))
     jobs = [make_job(f"echo out {n}\necho err {n} >&2\n") for n in range(10)]
 
-    async def scenario(port: int) -> list[dict[str, Any]]:
-        client = AgentClient(port, host_id, key)
-        try:
-            return [(await client.call("run", job=job))["result"] for job in jobs]
-        finally:
-            await client.close()
-
     try:
-        results = asyncio.run(scenario(agent.ready_port()))
+        results = asyncio.run(run_each(agent.ready_port(), host_id, key, jobs))
         os.kill(agent.pid(), signal.SIGTERM)  # the agent, not strace
         assert agent.proc.wait(timeout=30) == 0
     finally:

@@ -8,7 +8,7 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import pytest
 
 from agent.containment import CGROUP2, FREEZER, GROUP, PREFIX, ContainmentError, detect
 from tests.agent.procs import cgroup_frozen, eventually, job_cgroup, proc_state
-from tests.agent.talk import AgentClient
+from tests.agent.talk import serving
 
 HOST_A = "web-1.dc1"
 Job = Callable[..., dict[str, Any]]
@@ -38,15 +38,6 @@ cgroups = pytest.mark.parametrize(
 )
 
 
-@contextlib.asynccontextmanager
-async def _agent(agent_server: Any, keys: dict[str, bytes], **options: Any
-                 ) -> AsyncIterator[AgentClient]:
-    async with agent_server(**options) as server:
-        client = AgentClient(server.port, HOST_A, keys[HOST_A])
-        try:
-            yield client
-        finally:
-            await client.close()
 
 
 @pytest.fixture
@@ -89,7 +80,7 @@ def test_pause_freezes_a_child_that_left_the_session_and_stop_ends_it(
     job = make_job(body)
 
     async def scenario() -> dict[str, Any]:
-        async with _agent(agent_server, host_keys, containment=kind) as agent:
+        async with serving(agent_server, host_keys, HOST_A, containment=kind) as agent:
             assert (await agent.call("health"))["containment"] == kind
             run = agent.run(job)
             child = await _escaped(pid_file, await agent.pid(job["id"]))
@@ -121,7 +112,8 @@ def test_timeout_leaves_no_process_behind(
     job = make_job(body, timeout=1)
 
     async def scenario() -> tuple[dict[str, Any], int]:
-        async with _agent(agent_server, host_keys, containment=kind, kill_grace=0.3) as agent:
+        options = {"containment": kind, "kill_grace": 0.3}
+        async with serving(agent_server, host_keys, HOST_A, **options) as agent:
             run = agent.run(job)
             child = await _escaped(pid_file, await agent.pid(job["id"]))
             return (await run)["result"], child
@@ -139,7 +131,7 @@ def test_a_job_that_starts_paused_is_frozen_in_its_cgroup_before_its_first_line(
     job = make_job(f"touch {marker}\necho hello\n")
 
     async def scenario() -> dict[str, Any]:
-        async with _agent(agent_server, host_keys, containment=kind) as agent:
+        async with serving(agent_server, host_keys, HOST_A, containment=kind) as agent:
             await agent.call("pause", job_id=job["id"])
             run = agent.run(job)
             pgid = await agent.pid(job["id"])
@@ -161,7 +153,7 @@ def test_an_agent_without_cgroups_says_so_in_health(
     job = make_job("echo $$\n")
 
     async def scenario() -> tuple[dict[str, Any], dict[str, Any]]:
-        async with _agent(agent_server, host_keys, containment=GROUP) as agent:
+        async with serving(agent_server, host_keys, HOST_A, containment=GROUP) as agent:
             return await agent.call("health"), (await agent.run(job))["result"]
 
     health, result = asyncio.run(scenario())

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from agent.signing import public_key_pem
 from tests.agent.procs import Agent
-from tests.agent.talk import AgentClient
+from tests.agent.talk import run_each
 
 Job = Callable[..., dict[str, Any]]
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs a root agent")
@@ -137,15 +137,8 @@ def test_a_hostile_process_of_the_account_never_gets_a_file_it_does_not_own(
     jobs = [make_job("cat\nsleep 0.1\n", run_as=["nobody"], account="nobody", params={"n": n})
             for n in range(6)]
 
-    async def run_all(port: int) -> list[dict[str, Any]]:
-        client = AgentClient(port, host_id, key)
-        try:
-            return [(await client.call("run", job=job))["result"] for job in jobs]
-        finally:
-            await client.close()
-
     try:
-        results = asyncio.run(run_all(agent.ready_port()))
+        results = asyncio.run(run_each(agent.ready_port(), host_id, key, jobs))
     finally:
         agent.finish()
     assert os.stat(secret).st_uid == 0, "the agent chowned a root-only file to the job's account"
