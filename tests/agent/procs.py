@@ -4,10 +4,12 @@ run) and polling."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -148,5 +150,9 @@ class Agent:
 
     def finish(self) -> None:
         if self.proc.poll() is None:
+            if self.wrapped:
+                # killing a tracer detaches its tracee, which would run on: the agent first
+                with contextlib.suppress(OSError, IndexError, ValueError):
+                    os.kill(self.pid(), signal.SIGKILL)
             self.proc.kill()
         self.proc.wait(timeout=10)
