@@ -19,9 +19,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from agent import __version__
 from agent.containment import AUTO, KINDS, ContainmentError, detect
 from agent.executor import EXEC_MODES, KILL_GRACE, OUTPUT_CAP
+from agent.jobs import RETENTION
 from agent.keys import KEY_SIZE
 from agent.log import event
-from agent.server import RETENTION, AgentServer
+from agent.server import AgentServer
 from agent.signing import load_public_key
 from agent.spool import SpoolError
 from agent.workdir import WorkDirError, WorkRoot, default_work_dir
@@ -137,7 +138,9 @@ def load_settings(command: str, config: dict[str, Any]) -> Settings:
     output_cap = config.get("output_cap", OUTPUT_CAP)
     if not _is_int(output_cap) or not 0 <= output_cap <= MAX_OUTPUT_CAP:
         raise ConfigError(f"output_cap: must be an integer from 0 to {MAX_OUTPUT_CAP} (bytes)")
-    log_level = config.get("log_level", "info")
+    # A fleet stands for thousands of hosts in one process: their per-job lines (60,000 for a
+    # 30,000-host run) are there with log_level info; by default it logs what goes wrong.
+    log_level = config.get("log_level", "warning" if command == "fleet" else "info")
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level: must be one of {', '.join(LOG_LEVELS)}")
     return Settings(

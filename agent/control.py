@@ -6,10 +6,9 @@ import asyncio
 import time
 
 from agent.containment import Cage
+from agent.protocol import PAUSED, RUNNING, STOPPING
 
-RUNNING = "running"
-PAUSED = "paused"
-STOPPING = "stopping"
+__all__ = ["Control", "PAUSED", "RUNNING", "STOPPING"]
 
 
 class Control:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import pwd
@@ -12,7 +11,6 @@ import re
 import shutil
 import subprocess
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +22,7 @@ from agent.containment import AUTO, Cage
 from agent.control import Control
 from agent.errors import JobRefused
 from agent.process import until_stopped, wait_in_thread
+from agent.protocol import INTERPRETERS, JobChecker
 from agent.results import (
     NO_OUTPUT,
     STOPPED_BY_OPERATOR,
@@ -32,19 +31,19 @@ from agent.results import (
     refused_result,
     stopped_before_start,
 )
-from agent.signing import canonical_bytes, verify
 from agent.workdir import JobDir, Owner, WorkDirError, WorkRoot, default_work_dir
 
 __all__ = [
     "Account", "Executor", "Plan", "job_env", "param_env", "refused_result", "resolve_account",
 ]
 
-INTERPRETERS: dict[str, str] = {"bash": ".sh", "sh": ".sh", "python3": ".py"}
 EXEC_MODES = ("process", "dry")
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 OUTPUT_CAP = 64 * 1024
 KILL_GRACE = 2.0
-VERIFIED_CACHE = 1024
+# Accounts and interpreters are looked up once in this many seconds, not once per job (as a
+# name service cache would); an account removed or changed is seen within this time.
+LOOKUP_TTL = 30.0
 # A held job stops itself before its interpreter is even exec'd, so not one instruction of the
 # plugin runs before the agent lets it: until it is resumed (a job that starts paused), and
 # until it is in its cgroup (so that nothing it forks can start outside).
@@ -52,15 +51,6 @@ HELD_LAUNCHER = ["/bin/sh", "-c", 'kill -STOP $$ && exec "$@"', "ccs-held"]
 FREEZE_LIMIT = 5.0
 READ_SIZE = 65536
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_JOB_FIELDS: dict[str, type] = {
-    "id": str,
-    "meta": dict,
-    "signature": str,
-    "body": str,
-    "account": str,
-    "timeout": int,
-    "params": dict,
-}
 
 
 @dataclass(frozen=True)
@@ -117,8 +107,7 @@ class Executor:
             raise ValueError(f"exec_mode: must be one of {', '.join(EXEC_MODES)}")
         if output_cap < 0:
             raise ValueError("output_cap: must not be negative")
-        self.public_keys = list(public_keys)
-        self._verified: OrderedDict[tuple[bytes, str], None] = OrderedDict()
+        self.checker = JobChecker(public_keys)
         self.exec_mode = exec_mode
         self.output_cap = output_cap
         self.kill_grace = kill_grace
@@ -138,43 +127,18 @@ class Executor:
             return refused_result(job, exc.reason)
         return await self.execute(plan, **options)
 
-    def _verify(self, meta: dict[str, Any], signed: bytes, signature: str) -> None:
-        """Verify the signature, remembering recent verified (metadata, signature) pairs: one
-        plugin version arrives in every job of a task, and Ed25519 is the costliest check."""
-        key = (signed, signature)
-        if key in self._verified:
-            self._verified.move_to_end(key)
-            return
-        verify(self.public_keys, meta, signature)
-        self._verified[key] = None
-        if len(self._verified) > VERIFIED_CACHE:
-            self._verified.popitem(last=False)
-
     def check(self, job: object) -> Plan:
-        """Run every check in order and return the plan, or raise JobRefused."""
-        job = _checked_fields(job)
+        """Run every check of PROTOCOL.md section 6 in order and return the plan, or raise
+        JobRefused."""
+        job = self.checker.check(job)
         meta = job["meta"]
-        try:
-            signed = canonical_bytes(meta)
-        except ValueError as exc:
-            raise JobRefused(f"bad-meta: {exc}") from None
-        body = _body_bytes(job["body"])
-        if hashlib.sha256(body).hexdigest() != meta["sha256"]:
-            raise JobRefused("body-hash-mismatch")
-        self._verify(meta, signed, job["signature"])
-        if job["account"] not in meta["run_as"]:
-            raise JobRefused(f"account-not-allowed: {job['account']}")
-        if not 1 <= job["timeout"] <= meta["timeout"]:
-            raise JobRefused("bad-timeout")
-        if meta["interpreter"] not in INTERPRETERS:
-            raise JobRefused("bad-interpreter")
         return Plan(
             job_id=job["id"],
             plugin=meta["plugin"],
             version=meta["version"],
             interpreter=_interpreter_path(meta["interpreter"]),
             suffix=INTERPRETERS[meta["interpreter"]],
-            body=body,
+            body=job["body"].encode(),
             account=resolve_account(job["account"]),
             timeout=job["timeout"],
             params=job["params"],
@@ -347,26 +311,32 @@ def _spawn_failed(plan: Plan, reason: str, started: float) -> dict[str, Any]:
     )
 
 
-def _checked_fields(job: object) -> dict[str, Any]:
-    if not isinstance(job, dict):
-        raise JobRefused("bad-job: job")
-    for name, kind in _JOB_FIELDS.items():
-        value = job.get(name)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise JobRefused(f"bad-job: {name}")
-    if not job["id"]:
-        raise JobRefused("bad-job: id")
-    return job
+class _Lookups:
+    """Recent answers of account and interpreter lookups, each kept LOOKUP_TTL seconds."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[str, str], tuple[float, Any]] = {}
+
+    def get(self, kind: str, name: str, find: Callable[[str], Any]) -> Any:
+        now = time.monotonic()
+        hit = self._found.get((kind, name))
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = find(name)  # a refusal (JobRefused) is not remembered
+        if len(self._found) > 4096:
+            self._found.clear()
+        self._found[(kind, name)] = (now + LOOKUP_TTL, value)
+        return value
 
 
-def _body_bytes(body: str) -> bytes:
-    try:
-        return body.encode()
-    except UnicodeEncodeError:
-        raise JobRefused("bad-job: body") from None
+_LOOKUPS = _Lookups()
 
 
 def _interpreter_path(name: str) -> str:
+    return _LOOKUPS.get("interpreter", name, _which)  # type: ignore[no-any-return]
+
+
+def _which(name: str) -> str:
     path = shutil.which(name, path=CLEAN_PATH)
     if path is None:
         raise JobRefused(f"interpreter-not-found: {name}")
@@ -374,7 +344,13 @@ def _interpreter_path(name: str) -> str:
 
 
 def resolve_account(name: str) -> Account:
-    """Look up the account a job asks for; a non-root agent may only run as itself."""
+    """The account a job asks for (remembered for LOOKUP_TTL seconds, with the agent's euid:
+    a non-root agent may only run as itself)."""
+    return _LOOKUPS.get("account", f"{os.geteuid()}:{name}", _resolve)  # type: ignore[no-any-return]
+
+
+def _resolve(key: str) -> Account:
+    name = key.split(":", 1)[1]
     euid = os.geteuid()
     if euid != 0:
         try:

@@ -1,18 +1,26 @@
-"""Shared set-up for benchmarks: a PostgreSQL database of their own and Django configured on it."""
+"""Shared set-up for benchmarks: a PostgreSQL database of their own, Django configured on it,
+simulated datacenters with one agent fleet each, and the Procfile's processes running on it."""
 
+import math
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# One datacenter worker process holds one pooled channel per host of its datacenter; with the
+# hard limit of 20,000 descriptors a process has on this box, a datacenter gets at most this
+# many simulated hosts (more hosts: more datacenters, each with its worker and its fleet).
+HOSTS_PER_DC = 16_000
 
 
 def django_on_bench_database(name: str = "ccs_bench") -> str:
     """Point Django at PostgreSQL database `name` (created if missing) and set it up."""
     base = os.environ.get("CCS_BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    name = os.environ.get("CCS_BENCH_DATABASE", name)
     import psycopg
 
     with psycopg.connect(base, autocommit=True) as conn:
@@ -31,17 +39,35 @@ def django_on_bench_database(name: str = "ccs_bench") -> str:
     return url
 
 
-def seed(hosts: int, exec_mode: str) -> dict[str, dict]:
-    """`hosts` simulated hosts under bench/n<hosts>/<dc> in dc1 and dc2, and fleet configs."""
+@dataclass(frozen=True)
+class SeededDc:
+    """A simulated datacenter: its hosts' count and the fleet that serves them."""
+
+    name: str
+    count: int
+    port: int
+    config: Path
+
+
+def datacenter_names(hosts: int, per_dc: int = HOSTS_PER_DC) -> list[str]:
+    """dc1 and dc2, and more datacenters when the hosts do not fit two."""
+    return [f"dc{i}" for i in range(1, max(2, math.ceil(hosts / per_dc)) + 1)]
+
+
+def seed(hosts: int, exec_mode: str, per_dc: int = HOSTS_PER_DC) -> list[SeededDc]:
+    """`hosts` simulated hosts under bench/n<hosts>/<dc>, spread evenly over the datacenters
+    (dc1, dc2, ...), and one fleet config per datacenter."""
     from django.conf import settings
     from django.core.management import call_command
+    from django.db import connection
 
     from ccs.stack import free_port
     from permissions.services import datacenter_ensure, node_ensure, simulated_hosts_ensure
 
-    seeded = {}
-    for index, name in enumerate(("dc1", "dc2")):
-        count = hosts // 2 + (hosts % 2 if index == 0 else 0)
+    names = datacenter_names(hosts, per_dc)
+    seeded = []
+    for index, name in enumerate(names):
+        count = hosts // len(names) + (1 if index < hosts % len(names) else 0)
         port = free_port()
         # Each size has its own hosts, so runs of different sizes share the database.
         simulated_hosts_ensure(
@@ -51,31 +77,46 @@ def seed(hosts: int, exec_mode: str) -> dict[str, dict]:
         )
         path = settings.VAR_DIR / f"bench-fleet-{name}.json"
         call_command("fleet_config", datacenter=name, listen=f"127.0.0.1:{port}", out=path,
-                     exec_mode=exec_mode, verbosity=0)
-        seeded[name] = {"port": port, "path": path, "count": count}
+                     exec_mode=exec_mode, node=f"bench/n{hosts}/{name}", verbosity=0)
+        seeded.append(SeededDc(name, count, port, path))
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE permissions_host")
     return seeded
 
 
+def dc_worker_command(datacenter: str) -> str:
+    """The Procfile's datacenter worker line, for any datacenter."""
+    from ccs.stack import procfile_entries
+
+    return procfile_entries()["worker-dc1"].replace("dc1", datacenter)
+
+
 @contextmanager
-def bench_stack(hosts: int, exec_mode: str, extra: tuple[str, ...] = (), **env: str) -> Iterator:
-    """The Procfile's workers (and `extra` processes) on the bench database, with one
-    simulated fleet per datacenter serving `hosts` hosts; stopped on exit."""
+def bench_stack(
+    hosts: int, exec_mode: str, extra: tuple[str, ...] = (), **env: str
+) -> Iterator:
+    """The Procfile's control processes (and `extra` ones), one worker and one simulated fleet
+    per datacenter, on the bench database; stopped on exit. Yields (stack, datacenters)."""
     from django.conf import settings
 
-    from ccs.stack import WORKER_PROCESSES, Stack, StackError, port_open, wait_for, workers_ready
+    from ccs.stack import Stack, StackError, port_open, wait_for, workers_ready
 
     seeded = seed(hosts, exec_mode)
     stack = Stack()
     stack.env.update(DATABASE_URL=os.environ["DATABASE_URL"], **env)
+    workers = ["controller", "callbacks"]
     try:
-        for name, config in seeded.items():
-            stack.start(f"fleet-{name}", f"ccs-agent fleet --config {config['path']}")
-        for name in (*WORKER_PROCESSES, *extra):
+        for dc in seeded:
+            stack.start(f"fleet-{dc.name}", f"ccs-agent fleet --config {dc.config}")
+            stack.start(f"worker-{dc.name}", dc_worker_command(dc.name))
+            workers.append(f"worker-{dc.name}")
+        for name in ("controller", "callbacks", *extra):
             stack.start(name)
-        for name, config in seeded.items():
-            wait_for(lambda p=config["port"]: port_open(p), f"fleet-{name}")
-        wait_for(lambda: workers_ready(settings.CELERY_BROKER_URL), "workers", timeout=90)
-        yield stack
+        for dc in seeded:
+            wait_for(lambda p=dc.port: port_open(p), f"fleet-{dc.name}", timeout=120)
+        wait_for(lambda: workers_ready(settings.CELERY_BROKER_URL, tuple(workers)), "workers",
+                 timeout=120)
+        yield stack, seeded
     except StackError as exc:
         raise SystemExit(f"bench: {exc} (logs in var/log/)") from None
     finally:

@@ -2,45 +2,17 @@
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from permissions.rights import OPERATE, VIEW
 from permissions.selectors import hosts_with_perm
 
-from .fanout import HostJob, endpoint_for
-from .models import SubTask, Task
-from .ssh import SSH_FIELDS, ssh_endpoint
-
-
-def shard_jobs(task_id: int, subtask_ids: list[int]) -> list[HostJob]:
-    """The job each of these subtasks sends to its host, built from two queries."""
-    task = Task.objects.select_related("plugin_version__plugin").get(pk=task_id)
-    version = task.plugin_version
-    rows = SubTask.objects.filter(id__in=subtask_ids).values_list(
-        "id", "host__hostname", "host__address", "host__port", "host__key_salt", *SSH_FIELDS
-    )
-    common = {
-        "meta": version.signed_meta(),
-        "signature": version.signature,
-        "body": version.body,
-        "account": task.run_as,
-        "timeout": task.timeout,
-        "params": task.params,
-    }
-    return [
-        HostJob(
-            sid,
-            ssh_endpoint(host, address, task.run_as, *ssh)
-            or endpoint_for(host, address, port, salt),
-            {"id": f"{task.uid}/{sid}", **common},
-        )
-        for sid, host, address, port, salt, *ssh in rows
-    ]
+from .models import COUNT_FIELDS, SubTask, Task
 
 
 def task_counts(task_id: int) -> dict[str, int]:
-    rows = SubTask.objects.filter(task_id=task_id).values("status").annotate(n=Count("id"))
-    return {row["status"]: row["n"] for row in rows}
+    """Subtasks per state (the states that have any), from the task's row."""
+    return Task.objects.only(*COUNT_FIELDS).get(pk=task_id).counts()
 
 
 def tasks_visible_to(user: AbstractBaseUser) -> QuerySet[Task]:

@@ -19,10 +19,9 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from ccs import routing
-from ccs.celery import app as celery_app
 from ccs.errors import InvalidInput
 
+from .. import dispatch
 from ..events import events_after
 from ..models import CallbackAttempt, CallbackCursor, Task
 
@@ -131,9 +130,7 @@ def callback_post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int |
 
 def deliver_request(task_id: int, countdown: float = 0) -> None:
     """Ask the callbacks worker to deliver the task's events (after `countdown` seconds)."""
-    celery_app.send_task(
-        routing.TASK_CALLBACKS_DELIVER, kwargs={"task_id": task_id}, countdown=countdown
-    )
+    dispatch.callbacks_deliver(task_id, countdown).send()
 
 
 def _lease(task_id: int) -> bool:

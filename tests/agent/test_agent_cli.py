@@ -37,6 +37,7 @@ def fleet(
         "hosts": {host_id: key.hex() for host_id, key in host_keys.items()},
         "exec_mode": "process",
         "output_cap": 4096,
+        "log_level": "info",  # a fleet logs per-job lines only when asked
     }
     agent = Agent("fleet", config, tmp_path)
     try:

@@ -8,8 +8,8 @@ import time
 import pytest
 
 from agent.client import ChannelPool
+from tasks.hosts.jobs import shard_jobs
 from tasks.models import SubTask, Task, TaskEvent
-from tasks.selectors import shard_jobs
 from tests.agent.procs import group_states as _group
 from tests.agent.procs import paused_states
 from tests.factories import Fleet, free_port, hosts_make, plugin_approved

@@ -17,7 +17,7 @@ from permissions.hostkeys import HostKeyRefused
 from permissions.models import Host
 from plugins.signing import accepted_public_keys_pem
 
-from ..fanout import endpoint_for, host_key
+from ..endpoints import endpoint_for, host_key
 from . import bundle
 from .endpoint import SshEndpoint
 from .session import Completed, SshNotConfigured, SshUnreachable, execute, ssh_session
