@@ -18,6 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.channel import HANDSHAKE_MAX, MAX_FRAME, FrameReader, ServerHandshake, Session
+from agent.containment import AUTO
 from agent.errors import ChannelError
 from agent.executor import KILL_GRACE, OUTPUT_CAP, Executor
 from agent.jobs import RETENTION, Jobs, Message
@@ -65,6 +66,8 @@ class AgentServer:
         retention: float = RETENTION,
         start_delay: float = 0.0,
         limits: Limits | None = None,
+        work_dir: str | None = None,
+        containment: str = AUTO,
     ) -> None:
         self.listen_host = listen_host
         self.listen_port = listen_port
@@ -77,6 +80,8 @@ class AgentServer:
             exec_mode=exec_mode,
             output_cap=output_cap,
             kill_grace=kill_grace,
+            work_dir=work_dir,
+            containment=containment,
         )
         self.jobs = Jobs(
             self.executor,
@@ -120,6 +125,7 @@ class AgentServer:
         for connection in [*self.connections]:
             connection.abort()
         await self.jobs.close()
+        self.executor.close()
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -142,7 +148,8 @@ class AgentServer:
               detail=detail or None)
 
     def _health(self) -> dict[str, Any]:
-        return {"rejected": dict(self.counters), "rejected_total": sum(self.counters.values())}
+        return {"rejected": dict(self.counters), "rejected_total": sum(self.counters.values()),
+                "containment": self.executor.containment.kind}
 
 
 class _Connection(asyncio.Protocol):

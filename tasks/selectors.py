@@ -79,8 +79,9 @@ def task_summary(task_id: int, datacenter: str | None = None) -> list[dict]:
 
 
 def task_operable_by(user: AbstractBaseUser, task: Task) -> bool:
-    """Its creator, and users who can operate every one of its hosts."""
-    if user.is_superuser or task.creator_id == user.pk:
+    """Users who can operate every one of its hosts now; its creator too only then (a right
+    revoked since the task was created no longer lets anyone steer it)."""
+    if user.is_superuser:
         return True
     outside = SubTask.objects.filter(task=task).exclude(host__in=hosts_with_perm(user, OPERATE))
     return not outside.exists()
@@ -97,7 +98,7 @@ def subtasks_visible_to(user: AbstractBaseUser) -> QuerySet[SubTask]:
 
 
 def subtask_operable_by(user: AbstractBaseUser, subtask: SubTask) -> bool:
-    """The task's creator, and users who can operate the subtask's host."""
-    if user.is_superuser or subtask.task.creator_id == user.pk:
+    """Users who can operate the subtask's host now (the task's creator included)."""
+    if user.is_superuser:
         return True
     return hosts_with_perm(user, OPERATE).filter(pk=subtask.host_id).exists()

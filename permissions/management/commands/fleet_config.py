@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from agent.keys import derive_host_key
+from ccs.keygen import write_secret
 from permissions.models import Host, Node
 from permissions.selectors import subtree_q
 from plugins.signing import accepted_public_keys_pem
@@ -42,7 +43,6 @@ class Command(BaseCommand):
             },
         }
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.touch(mode=0o600)
-        out.write_text(json.dumps(config))
+        write_secret(out, json.dumps(config).encode())  # it holds every host's channel key
         if kw["verbosity"]:
             self.stdout.write(f"wrote {out}: {len(config['hosts'])} hosts of {datacenter}")
