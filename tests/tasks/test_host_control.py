@@ -81,7 +81,10 @@ def test_pause_freezes_the_group_and_resume_finishes_with_full_output(api, runni
     done = SubTask.objects.get(pk=first.pk)
     assert (done.status, done.stdout) == ("success", "start\nend\n"), done.reason
     moves = list(TaskEvent.objects.filter(subtask_id=first.pk).values_list("to_status", flat=True))
-    assert moves == ["queued", "running", "paused", "running", "success"]
+    # the agent's confirmation of the resume may arrive after the job's own result (a busy
+    # control queue): then paused -> success, a legal move, and no paused -> running
+    assert moves in (["queued", "running", "paused", "running", "success"],
+                     ["queued", "running", "paused", "success"])
     assert _group(pgid) == {}
 
 
