@@ -217,20 +217,18 @@ class Shard:
     async def _connect_and_send(self, job: HostJob, attempt: int) -> None:
         """Attempt 0 is the first delivery; later ones follow a dropped channel."""
         try:
-            conn = await self.pool.connect(job.endpoint)
+            await self.pool.connect_and_send(
+                job.endpoint, job.run_request, lambda reply: self._replied(job, reply)
+            )
         except ChannelError as exc:
             if attempt == 0:
                 # never delivered: the job did not run
                 self._record(failure(job.subtask_id, f"unreachable: channel {exc.reason}"))
             else:
                 self._retry_later(job, attempt + 1)
-            return
         except Exception as exc:  # one host's surprise must not hold up the others
             log.exception("subtask %s: unexpected error", job.subtask_id)
             self._record(failure(job.subtask_id, f"internal error: {type(exc).__name__}"))
-            return
-        if not self._write(conn, job):
-            self._retry_later(job, attempt + 1)
 
     def _replied(self, job: HostJob, reply: dict | ChannelError) -> None:
         if job.subtask_id not in self.waiting:
