@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import resource
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -171,8 +171,12 @@ class ChannelPool:
         max_connections: int | None = None,
         *,
         max_frame: int = MAX_FRAME,
+        resolve: Callable[[str], Awaitable[str]] | None = None,
     ) -> None:
+        """`resolve` turns an endpoint's address into the one to connect to (a name into an
+        IP, raising ChannelError when it cannot); without it, asyncio resolves names."""
         self.connect_timeout = connect_timeout
+        self.resolve = resolve
         self.max_connections = max_connections or max(
             100, raise_nofile_limit() - RESERVED_DESCRIPTORS
         )
@@ -264,15 +268,19 @@ class ChannelPool:
 
         try:
             async with asyncio.timeout(self.connect_timeout):
-                await loop.create_connection(protocol, endpoint.address, endpoint.port)
+                address = endpoint.address
+                if self.resolve is not None:
+                    address = await self.resolve(address)
+                await loop.create_connection(protocol, address, endpoint.port)
                 conn = await made[0].ready
         except BaseException as exc:
             for conn in made:
                 conn.close_with(ChannelError("closed"))
+            # the detail names what happened, not where: outcomes are grouped by reason
             if isinstance(exc, TimeoutError):
-                raise ChannelError("timeout", f"connect {endpoint.host_id}") from None
+                raise ChannelError("timeout", "connect") from None
             if isinstance(exc, OSError):
-                raise ChannelError("unreachable", f"{endpoint.host_id}: {exc}") from None
+                raise ChannelError("unreachable", exc.strerror or type(exc).__name__) from None
             raise
         conn._on_close = self._forget
         self.stats["connects"] += 1

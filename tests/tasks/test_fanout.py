@@ -72,9 +72,9 @@ def _ok(request: dict[str, Any], *_: Any) -> dict[str, Any]:
     return {"ok": True, "result": make_result(job_id, "success", 0, NO_OUTPUT, NO_OUTPUT, 0.0)}
 
 
-def _run(jobs: list[HostJob]) -> dict[int, HostResult]:
+def _run(jobs: list[HostJob], fan: fanout.Fanout = FANOUT) -> dict[int, HostResult]:
     saved: dict[int, HostResult] = {}
-    FANOUT.run(jobs, lambda batch: saved.update({r.subtask_id: r for r in batch}))
+    fan.run(jobs, lambda batch: saved.update({r.subtask_id: r for r in batch}))
     return saved
 
 
