@@ -13,6 +13,7 @@ import json
 import statistics
 import threading
 import time
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -104,7 +105,7 @@ def finished_task(hosts: int):
 
     from permissions.models import Host
     from plugins.models import PluginVersion
-    from tasks.models import SubTask, Task
+    from tasks.models import SubTask, Task, count_field
     from tasks.results import HostResult
 
     ids = list(Host.objects.filter(hostname__startswith=f"bench{hosts}-")
@@ -128,6 +129,8 @@ def finished_task(hosts: int):
                                 exit_code=code, stdout=out, reason=reason, output_hash=digest,
                                 finished_at=now))
         SubTask.objects.bulk_create(rows, batch_size=5000)
+        counts = Counter(row.status for row in rows)
+        Task.objects.filter(pk=task.pk).update(**{count_field(s): n for s, n in counts.items()})
     return task
 
 

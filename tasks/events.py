@@ -7,6 +7,7 @@ from .models import TaskEvent
 from .transitions import Moved, event_payload
 
 PAGE = 1000
+COMPACT = (",", ":")
 
 
 def events_after(task_id: int, after: int, limit: int = PAGE) -> list[dict]:
@@ -23,5 +24,6 @@ def events_after(task_id: int, after: int, limit: int = PAGE) -> list[dict]:
 def sse_text(events: list[dict]) -> bytes:
     """Events as server-sent events, each with its seq as id (a reconnect's Last-Event-ID)."""
     return "".join(
-        f"id: {event['seq']}\nevent: transition\ndata: {json.dumps(event)}\n\n" for event in events
+        f"id: {event['seq']}\nevent: transition\ndata: {json.dumps(event, separators=COMPACT)}\n\n"
+        for event in events
     ).encode()

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 from django.conf import settings
@@ -90,17 +91,18 @@ def task_made(creator, hosts: list[Host], statuses: list[str], plugin: str = "pi
     from django.utils import timezone
 
     from plugins.models import PluginVersion
-    from tasks.models import SubTask, Task
+    from tasks.models import SubTask, Task, count_field
     from tasks.results import HostResult
     from tasks.states import FINAL
 
     now = timezone.now()
     ended = all(s in FINAL for s in statuses)
+    counters = {count_field(s): n for s, n in Counter(statuses).items()}
     task = Task.objects.create(
         plugin_version=PluginVersion.objects.filter(plugin__name=plugin, status="approved")
         .latest("number"), run_as="root", timeout=30, creator=creator, total_hosts=len(hosts),
         status="finished" if ended else "running", started_at=now,
-        finished_at=now if ended else None, **fields,
+        finished_at=now if ended else None, **counters, **fields,
     )
     outputs = {"success": (0, "ok\n"), "failed": (1, "disk full\n")}
     rows = []

@@ -30,7 +30,7 @@ def idle_task(admin, builtins) -> Task:
     """A task that never ends by itself (nothing runs it), with one subtask."""
     host = hosts_make("dc1", 1, port=1)[0]
     task = Task.objects.create(plugin_version=plugin_approved("idle", "true\n"), run_as="root",
-                               timeout=60, creator=admin, total_hosts=1)
+                               timeout=60, creator=admin, total_hosts=1, n_pending=1)
     SubTask.objects.create(task=task, host=host, datacenter=host.datacenter)
     return task
 

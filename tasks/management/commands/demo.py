@@ -1,7 +1,6 @@
 """`make demo` and `make up`: seed two datacenters of simulated hosts, start the whole stack
 from the Procfile, run the built-in `ping` plugin on every host through the REST API."""
 
-import secrets
 import time
 
 import httpx
@@ -11,6 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from rest_framework.authtoken.models import Token
 
+from ccs.keygen import ensure_secrets
 from ccs.stack import (
     Stack,
     StackError,
@@ -59,10 +59,8 @@ class Command(BaseCommand):
         return ports
 
     def _admin(self) -> tuple[str, str]:
-        password_file = settings.VAR_DIR / "admin-password"
-        if not password_file.exists():
-            password_file.write_text(secrets.token_urlsafe(12))
-        password = password_file.read_text().strip()
+        ensure_secrets(settings.VAR_DIR)  # as `make secrets`: the admin password, 0600
+        password = (settings.VAR_DIR / "admin-password").read_text().strip()
         user, _ = get_user_model().objects.get_or_create(
             username="admin", defaults={"is_staff": True, "is_superuser": True}
         )
@@ -94,7 +92,8 @@ class Command(BaseCommand):
         self.stdout.write(
             f"CCS is up.\n  console    {web}/   (login: admin / {password})\n"
             f"  web admin  {web}/admin/\n"
-            f"  API docs   {web}/api/v1/docs/\n  Flower     {self.flower}\n"
+            f"  API docs   {web}/api/v1/docs/\n  Flower     {self.flower}   (login: "
+            f"{settings.CCS_FLOWER_USER} / the password in var/flower-password)\n"
             "Ctrl-C stops everything."
         )
         try:
