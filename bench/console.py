@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="print one JSON object per result")
     args = parser.parse_args()
-    django_on_bench_database(os.environ.get("CCS_BENCH_DATABASE", "ccs_bench"))
+    django_on_bench_database()
     from ccs.stack import Stack, StackError, free_port, port_open, wait_for
     from tasks.models import Task
 

@@ -245,7 +245,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     _raise_open_files()
-    django_on_bench_database(os.environ.get("CCS_BENCH_DATABASE", "ccs_bench"))
+    django_on_bench_database()
     from rest_framework.authtoken.models import Token
 
     from ccs.stack import free_port, port_open, wait_for
@@ -253,7 +253,7 @@ def main() -> None:
     token = Token.objects.get_or_create(user=bench_user())[0].key
     port = free_port()
     with bench_stack(args.hosts, "dry", extra=("web",), CCS_WEB_PORT=str(port),
-                     CCS_SSE_STREAMS_PER_USER=str(args.watchers + 10)) as stack:
+                     CCS_SSE_STREAMS_PER_USER=str(args.watchers + 10)) as (stack, _):
         wait_for(lambda: port_open(port), "web", proc=stack.procs["web"])
         master = stack.procs["web"].pid
         result = run(f"http://127.0.0.1:{port}", token, args.watchers, args.hosts, master)
