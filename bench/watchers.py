@@ -174,9 +174,9 @@ def _percentile(values: list[float], p: float) -> float:
 def run(web: str, token: str, watchers: int, hosts: int, master: int) -> dict:
     from tasks.broadcast import redis_client
     from tasks.models import Task, TaskEvent
-    from tasks.streams import _slots_key
+    from tasks.streams import slots_key
 
-    redis_client().delete(_slots_key(bench_user().pk))  # an interrupted run's, if any
+    redis_client().delete(slots_key(bench_user().pk))  # an interrupted run's, if any
 
     api = httpx.Client(base_url=f"{web}/api/v1", headers={"Authorization": f"Token {token}"},
                        timeout=60)
@@ -206,7 +206,7 @@ def run(web: str, token: str, watchers: int, hosts: int, master: int) -> dict:
     crowd.join()
     api.close()
     time.sleep(1)
-    slots_left = redis_client().zcard(_slots_key(bench_user().pk))
+    slots_left = redis_client().zcard(slots_key(bench_user().pk))
 
     last = TaskEvent.objects.filter(task_id=task["id"]).latest("seq")
     at = last.at.timestamp()  # taken just before the event's transaction commits

@@ -39,7 +39,8 @@ return 1
 """
 
 
-def _slots_key(user_id: int) -> str:
+def slots_key(user_id: int) -> str:
+    """The Redis sorted set of the user's open streams (member: slot, score: expiry)."""
     return f"{settings.CCS_EVENT_PREFIX}:streams:{user_id}"
 
 
@@ -55,7 +56,7 @@ class Slot:
 def stream_slot_take(user_id: int) -> Slot | None:
     """A slot for a new stream of the user; 429 if they hold the limit. Without Redis the
     limit cannot be counted: the stream is allowed (and logged)."""
-    slot, limit = Slot(_slots_key(user_id), secrets.token_hex(8)), settings.CCS_SSE_STREAMS_PER_USER
+    slot, limit = Slot(slots_key(user_id), secrets.token_hex(8)), settings.CCS_SSE_STREAMS_PER_USER
     now = time.time()
     try:
         taken = redis_client().eval(
