@@ -87,9 +87,10 @@ def _table_agrees(page, counts: dict[str, int]) -> bool:
 
 
 def _counts(page) -> list[tuple[str, int]]:
-    items = page.locator("#counts li")
-    return [(li.get_attribute("data-state"), int(li.locator("b").inner_text().replace(",", "")))
-            for li in items.all()]
+    """The counts list, read in one go (the head may be swapped between two reads)."""
+    return page.locator("#counts li").evaluate_all(
+        "items => items.map(li => [li.dataset.state,"
+        " Number(li.querySelector('b').innerText.replace(/,/g, ''))])")
 
 
 def test_a_staff_user_sees_how_many_versions_wait_for_review(console, people, builtins):
