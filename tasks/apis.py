@@ -18,6 +18,7 @@ from .permissions import CanOperateSubtask, CanOperateTask
 from .serializers import (
     CallbackAttemptOut,
     EventPageOut,
+    RerunIn,
     SubTaskOut,
     SummaryGroupOut,
     TaskCreatedOut,
@@ -95,6 +96,17 @@ class TaskViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     @action(detail=True, methods=["post"])
     def stop(self, request: Request, pk: str) -> Response:
         return self._operate(pk, services.task_stop)
+
+    @extend_schema(request=RerunIn, responses={201: TaskDetailOut})
+    @action(detail=True, methods=["post"])
+    def rerun(self, request: Request, pk: str) -> Response:
+        task = self._task(pk)
+        data = RerunIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        new = services.task_rerun(
+            actor=request.user, task_id=task.pk, statuses=data.validated_data["statuses"]
+        )
+        return Response(self._detail(new).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
         responses=SubTaskOut(many=True),

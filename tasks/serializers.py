@@ -5,6 +5,7 @@ from rest_framework import serializers
 from ccs.api import StrictSerializerMixin
 
 from .models import CallbackAttempt, SubTask, Task
+from .states import FINAL, OUTCOME_FAILED
 
 
 class TargetIn(StrictSerializerMixin, serializers.Serializer):
@@ -47,6 +48,15 @@ class TaskCreateIn(StrictSerializerMixin, serializers.Serializer):
         if not target["nodes"] and not target["hosts"]:
             raise serializers.ValidationError("name at least one node or host")
         return target
+
+
+class RerunIn(StrictSerializerMixin, serializers.Serializer):
+    """Which hosts to run again: those whose subtasks ended in these states."""
+
+    statuses = serializers.ListField(
+        child=serializers.ChoiceField(choices=sorted(FINAL)), allow_empty=False,
+        default=sorted(OUTCOME_FAILED), max_length=len(FINAL),
+    )
 
 
 class TaskOut(serializers.ModelSerializer):

@@ -8,7 +8,7 @@ and the commit alone: per-task event numbers are gapless and in commit order, an
 """
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,7 +20,7 @@ from ccs.db import bulk_update_rows, counter_advance, insert_rows, update_ids
 
 from .broadcast import events_announce
 from .models import SubTask, Task, TaskEvent
-from .states import SubTaskStatus, TaskStatus, predecessors
+from .states import IllegalTransition, SubTaskStatus, TaskStatus, predecessors, task_predecessors
 
 
 class ConcurrentChange(Exception):
@@ -135,10 +135,26 @@ def event_payload(task_id: int, seq: int, moved: Moved, at: datetime) -> dict:
     }
 
 
+def task_move_if(
+    task_id: int, target: str, *, only_from: Collection[str] | None = None, **values: Any
+) -> bool:
+    """The one guarded move of a task's status: `UPDATE … WHERE status IN (legal predecessors
+    of target, narrowed to only_from)`, setting `values` too; returns whether it moved."""
+    allowed = task_predecessors(target)
+    if only_from is not None:
+        allowed = allowed & frozenset(only_from)
+    return bool(Task.objects.filter(pk=task_id, status__in=allowed).update(status=target, **values))
+
+
+def task_move(task_id: int, target: str, **values: Any) -> None:
+    """Move the task to `target`; raises IllegalTransition if its state does not allow it."""
+    if not task_move_if(task_id, target, **values):
+        current = Task.objects.filter(pk=task_id).values_list("status", flat=True).first()
+        raise IllegalTransition(current or "missing", target)
+
+
 def task_mark_started(task_id: int, at: datetime) -> None:
-    Task.objects.filter(pk=task_id, status=TaskStatus.PENDING).update(
-        status=TaskStatus.RUNNING, started_at=at
-    )
+    task_move_if(task_id, TaskStatus.RUNNING, only_from=(TaskStatus.PENDING,), started_at=at)
 
 
 __all__ = [
@@ -151,4 +167,6 @@ __all__ = [
     "move_with_rows",
     "events_record",
     "task_mark_started",
+    "task_move",
+    "task_move_if",
 ]

@@ -16,8 +16,8 @@ from ccs.celery import app as celery_app
 from ..control import Progress, batch_limits, failure_limit, release_budget
 from ..models import SubTask, Task
 from ..selectors import task_counts
-from ..states import FAILURES, FINAL, ON_HOST, SubTaskStatus, TaskStatus
-from ..transitions import events_record, lock_movable, move_uniform
+from ..states import FAILURES, FINAL, ON_HOST, TASK_FINAL, SubTaskStatus, TaskStatus, task_outcome
+from ..transitions import events_record, lock_movable, move_uniform, task_move
 
 log = logging.getLogger(__name__)
 RELEASING = (TaskStatus.PENDING, TaskStatus.RUNNING)
@@ -129,8 +129,10 @@ def task_progress_update(task_id: int, now: datetime) -> None:
 
 
 def _finish(task: Task, now: datetime) -> None:
-    status = TaskStatus.STOPPED if task.status == TaskStatus.STOPPED else TaskStatus.FINISHED
-    Task.objects.filter(pk=task.pk).update(status=status, finished_at=now)
+    if task.status in TASK_FINAL:
+        return  # results that came late, for subtasks that had already ended
+    outcome = task_outcome(task_counts(task.pk), stop_asked=task.status == TaskStatus.STOPPING)
+    task_move(task.pk, outcome, finished_at=now, paused_reason="")
 
 
 def _threshold_crossed(task: Task, progress: Progress) -> bool:
@@ -146,9 +148,7 @@ def _batch_complete(task: Task, progress: Progress) -> bool:
 
 
 def _pause(task: Task, reason: str, next_batch: bool = False) -> None:
-    Task.objects.filter(pk=task.pk).update(
-        status=TaskStatus.PAUSED, paused_reason=reason, batch=task.batch + int(next_batch)
-    )
+    task_move(task.pk, TaskStatus.PAUSED, paused_reason=reason, batch=task.batch + int(next_batch))
     log.info("task %s paused: %s", task.pk, reason)
 
 

@@ -20,6 +20,7 @@ from ccs.stack import (
     wait_for,
     workers_ready,
 )
+from tasks.states import TASK_FINAL, TaskStatus
 
 DATACENTERS = ("dc1", "dc2")
 
@@ -118,9 +119,9 @@ class Command(BaseCommand):
             raise CommandError(f"task creation answered {created.status_code}: {created.text}")
         task = created.json()
         self.stdout.write(f"task {task['id']}: ping on {task['total_hosts']} hosts")
-        while task["status"] != "finished":
+        while task["status"] not in TASK_FINAL:
             if time.monotonic() - started > timeout:
-                raise CommandError(f"task {task['id']} not finished after {timeout:.0f} s: {task}")
+                raise CommandError(f"task {task['id']} not ended after {timeout:.0f} s: {task}")
             time.sleep(0.2)
             task = client.get(f"/tasks/{task['id']}/").json()
         elapsed = time.monotonic() - started
@@ -130,5 +131,5 @@ class Command(BaseCommand):
             count, status, code = group["count"], group["status"], group["exit_code"]
             self.stdout.write(f"{count:>6} hosts  {status:<8} exit {code}  {out!r}")
         self.stdout.write(f"done in {elapsed:.2f} s (API create to every result stored)")
-        if task["counts"].get("success", 0) != task["total_hosts"]:
-            raise CommandError("not every host succeeded")
+        if task["status"] != TaskStatus.SUCCEEDED:
+            raise CommandError(f"task {task['id']} {task['status']}: not every host succeeded")
