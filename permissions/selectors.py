@@ -71,7 +71,8 @@ def node_visible(user: AbstractBaseUser, pk: int | str) -> Node:
     return node
 
 
-def _on_nodes(nodes: QuerySet[Node]) -> Exists:
+def on_nodes(nodes: QuerySet[Node]) -> Exists:
+    """Hosts on any of these nodes (a filter expression)."""
     return Exists(Host.nodes.through.objects.filter(host_id=OuterRef("pk"), node__in=nodes))
 
 
@@ -79,14 +80,14 @@ def hosts_with_perm(user: AbstractBaseUser, codename: str) -> QuerySet[Host]:
     """Hosts under at least one node the user holds the right on."""
     if user.is_superuser:
         return Host.objects.all()
-    return Host.objects.filter(_on_nodes(nodes_with_perm(user, codename)))
+    return Host.objects.filter(on_nodes(nodes_with_perm(user, codename)))
 
 
 def hosts_lacking(user: AbstractBaseUser, hosts: QuerySet[Host], codename: str) -> QuerySet[Host]:
     """Those of `hosts` the user does not hold the right on."""
     if user.is_superuser:
         return hosts.none()
-    return hosts.exclude(_on_nodes(nodes_with_perm(user, codename))).order_by("hostname")
+    return hosts.exclude(on_nodes(nodes_with_perm(user, codename))).order_by("hostname")
 
 
 def hosts_for_target(*, node_paths: list[str], hostnames: list[str]) -> QuerySet[Host]:
@@ -105,7 +106,7 @@ def hosts_for_target(*, node_paths: list[str], hostnames: list[str]) -> QuerySet
         raise InvalidInput(f"{first[0]}: {first[1][0]}", errors)
     query = Q(hostname__in=names)
     if paths:
-        query |= _on_nodes(Node.objects.filter(subtree_q(paths)))
+        query |= on_nodes(Node.objects.filter(subtree_q(paths)))
     return Host.objects.filter(query)
 
 

@@ -1,12 +1,17 @@
 """Input and output shapes of the plugins API."""
 
+from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import serializers
 
-from ccs.api import StrictSerializerMixin
+from ccs.api import QueryIn, StrictSerializerMixin
 
+from .checks import MAX_TIMEOUT
 from .models import Plugin, PluginAudit, PluginVersion
 
 
+@extend_schema_serializer(examples=[OpenApiExample(
+    "a plugin", request_only=True,
+    value={"name": "disk-usage", "description": "df of every mounted file system"})])
 class PluginCreateIn(StrictSerializerMixin, serializers.Serializer):
     """A new plugin; the caller becomes its owner."""
 
@@ -14,6 +19,13 @@ class PluginCreateIn(StrictSerializerMixin, serializers.Serializer):
     description = serializers.CharField(max_length=2000, allow_blank=True, default="")
 
 
+@extend_schema_serializer(examples=[OpenApiExample(
+    "a draft", request_only=True, value={
+        "interpreter": "bash", "body": "#!/bin/bash\ndf -h \"${CCS_PARAM_PATH:-/}\"\n",
+        "params_schema": {"type": "object", "properties": {"path": {"type": "string"}},
+                          "additionalProperties": False},
+        "run_as": ["root", "nobody"], "timeout": 30,
+    })])
 class VersionCreateIn(StrictSerializerMixin, serializers.Serializer):
     """A new draft version."""
 
@@ -21,9 +33,11 @@ class VersionCreateIn(StrictSerializerMixin, serializers.Serializer):
     body = serializers.CharField(trim_whitespace=False)
     params_schema = serializers.DictField(required=False)
     run_as = serializers.ListField(child=serializers.CharField(max_length=32), allow_empty=False)
-    timeout = serializers.IntegerField(min_value=1, default=60)
+    timeout = serializers.IntegerField(min_value=1, max_value=MAX_TIMEOUT, default=60)
 
 
+@extend_schema_serializer(examples=[OpenApiExample(
+    "a longer timeout", request_only=True, value={"timeout": 120})])
 class VersionUpdateIn(VersionCreateIn):
     """PATCH of a draft: every field optional."""
 
@@ -31,6 +45,10 @@ class VersionUpdateIn(VersionCreateIn):
         super().__init__(*args, partial=True, **kwargs)
 
 
+@extend_schema_serializer(examples=[OpenApiExample(
+    "approve what was read", request_only=True, value={
+        "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        "comment": "read it; only reads /proc"})])
 class ApproveIn(StrictSerializerMixin, serializers.Serializer):
     """Approval: optionally the body hash reviewed, and a comment."""
 
@@ -39,33 +57,52 @@ class ApproveIn(StrictSerializerMixin, serializers.Serializer):
     comment = serializers.CharField(allow_blank=True, default="", max_length=5000)
 
 
+@extend_schema_serializer(examples=[OpenApiExample(
+    "reject", request_only=True, value={"comment": "writes to /etc; use a parameter instead"})])
 class RejectIn(StrictSerializerMixin, serializers.Serializer):
     """Rejection: the comment saying why is required."""
 
     comment = serializers.CharField(max_length=5000)
 
 
+@extend_schema_serializer(examples=[OpenApiExample(
+    "retire", request_only=True, value={"comment": "replaced by version 3"})])
 class RetireIn(StrictSerializerMixin, serializers.Serializer):
     """Retirement, with an optional comment."""
 
     comment = serializers.CharField(allow_blank=True, default="", max_length=5000)
 
 
+@extend_schema_serializer(examples=[OpenApiExample("nothing", request_only=True, value={})])
 class EmptyIn(StrictSerializerMixin, serializers.Serializer):
     """Actions without input still refuse unknown fields."""
 
 
-class VersionFilterIn(serializers.Serializer):
-    """Query parameters of the version list (not strict: pagination parameters pass)."""
+class PluginFilterIn(QueryIn):
+    """Filters of the plugin list."""
+
+    name = serializers.CharField(max_length=100, required=False, help_text="exactly this name")
+    owner = serializers.CharField(max_length=150, required=False, help_text="user name")
+
+
+class VersionStatusIn(QueryIn):
+    """Filter of a plugin's versions."""
 
     status = serializers.ChoiceField(choices=PluginVersion.Status.choices, required=False)
-    plugin = serializers.IntegerField(source="plugin_id", min_value=1, required=False)
+
+
+class VersionFilterIn(VersionStatusIn):
+    """Filters of the version list."""
+
+    plugin = serializers.IntegerField(source="plugin_id", min_value=1, max_value=2**63 - 1,
+                                      required=False, help_text="plugin id")
 
 
 class PluginOut(serializers.ModelSerializer):
     """A plugin."""
 
-    owner = serializers.CharField(source="owner.username", default=None)
+    owner = serializers.CharField(source="owner.username", default=None, allow_null=True,
+                                  help_text="null for the built-in plugins")
 
     class Meta:
         model = Plugin
@@ -77,8 +114,9 @@ class VersionSummaryOut(serializers.ModelSerializer):
 
     plugin = serializers.CharField(source="plugin.name")
     plugin_id = serializers.IntegerField()
-    author = serializers.CharField(source="author.username", default=None)
-    reviewer = serializers.CharField(source="reviewer.username", default=None)
+    author = serializers.CharField(source="author.username", default=None, allow_null=True,
+                                   help_text="null for the built-in plugins")
+    reviewer = serializers.CharField(source="reviewer.username", default=None, allow_null=True)
 
     class Meta:
         model = PluginVersion

@@ -38,6 +38,34 @@ def shard_jobs(task_id: int, subtask_ids: list[int]) -> list[HostJob]:
     ]
 
 
+def tasks_filtered(
+    tasks: QuerySet[Task], *, status: str | None = None, plugin: str | None = None,
+    creator: str | None = None, task_type: str | None = None,
+) -> QuerySet[Task]:
+    """The tasks matching every filter given."""
+    if status:
+        tasks = tasks.filter(status=status)
+    if plugin:
+        tasks = tasks.filter(plugin_version__plugin__name=plugin)
+    if creator:
+        tasks = tasks.filter(creator__username=creator)
+    if task_type:
+        tasks = tasks.filter(task_type=task_type)
+    return tasks.order_by("-id")
+
+
+def subtasks_filtered(
+    task_id: int, *, status: str | None = None, datacenter: str | None = None
+) -> QuerySet[SubTask]:
+    """A task's subtasks in id order, matching every filter given."""
+    rows = SubTask.objects.filter(task_id=task_id).select_related("host", "datacenter")
+    if status:
+        rows = rows.filter(status=status)
+    if datacenter:
+        rows = rows.filter(datacenter__name=datacenter)
+    return rows.order_by("id")
+
+
 def task_counts(task_id: int) -> dict[str, int]:
     rows = SubTask.objects.filter(task_id=task_id).values("status").annotate(n=Count("id"))
     return {row["status"]: row["n"] for row in rows}

@@ -45,6 +45,7 @@ S = SubTaskStatus
 FINAL = frozenset({S.SUCCESS, S.FAILED, S.TIMEOUT, S.STOPPED, S.LOST})
 NOT_STARTED = frozenset({S.PENDING, S.HELD, S.QUEUED})
 ON_HOST = frozenset({S.RUNNING, S.PAUSED})
+FINAL_CHOICES = sorted(FINAL)  # the ended states, as a choice list
 FAILURES = frozenset({S.FAILED, S.TIMEOUT})
 
 # target state -> the states it may be entered from
