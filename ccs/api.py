@@ -1,6 +1,7 @@
 """API plumbing shared by every app: the one exception handler and the error shape."""
 
 import json
+import re
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
@@ -8,6 +9,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.parsers import JSONParser as DRFJSONParser
 from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -78,15 +80,66 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     return response
 
 
+def _not_text(field: serializers.Field, value: Any) -> bool:
+    """A string field given something else (DRF would quietly turn 0 into "0")."""
+    if isinstance(field, serializers.ListField) and isinstance(value, list):
+        return any(_not_text(field.child, item) for item in value)
+    return isinstance(field, serializers.CharField) and value is not None and not isinstance(
+        value, str)
+
+
 class StrictSerializerMixin:
-    """Refuse input keys the serializer does not declare, instead of silently dropping them."""
+    """Refuse input keys the serializer does not declare, instead of silently dropping them,
+    and anything but a string where a string is expected."""
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
             unknown = sorted(set(data) - set(self.fields))
             if unknown:
                 raise exceptions.ValidationError({name: ["unknown field"] for name in unknown})
+            wrong = [n for n, f in self.fields.items() if n in data and _not_text(f, data[n])]
+            if wrong:
+                raise exceptions.ValidationError({name: ["must be a string"] for name in wrong})
         return super().to_internal_value(data)
+
+
+def pattern_field(regex: re.Pattern, what: str, **kwargs: Any) -> serializers.RegexField:
+    """A string field checked against `regex` as a whole, refused as "not <what>"; the schema
+    shows the pattern in the form JSON Schema reads (anchored, without \\A and \\Z)."""
+    core = regex.pattern.removeprefix("\\A").removesuffix("\\Z")
+    return serializers.RegexField(f"^(?:{core})$", error_messages={"invalid": f"not {what}"},
+                                  **kwargs)
+
+
+def _unstorable(value: Any) -> str | None:
+    """Why a parsed JSON value cannot be stored as is (PostgreSQL refuses NUL characters in
+    text and jsonb, and strings that are not valid UTF-8), or None."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "contains a NUL character (\\u0000)"
+            try:
+                item.encode()
+            except UnicodeEncodeError:
+                return "contains a lone surrogate (not valid Unicode)"
+    return None
+
+
+class JSONParser(DRFJSONParser):
+    """JSON bodies, refusing what no column could hold instead of failing at the database."""
+
+    def parse(self, stream, media_type=None, parser_context=None) -> Any:
+        data = super().parse(stream, media_type, parser_context)
+        if reason := _unstorable(data):
+            raise exceptions.ParseError(f"JSON {reason}")
+        return data
 
 
 class ErrorOut(serializers.Serializer):
@@ -99,6 +152,7 @@ class ErrorOut(serializers.Serializer):
 # Object ids in URLs: digits that fit a bigint; anything else is a 404 from the URL map.
 ID = r"[0-9]{1,18}"
 INT_MAX = 2**31 - 1  # of an integer column
+BIGINT_MAX = 2**63 - 1
 MAX_PAGE = 1000
 
 
@@ -166,13 +220,15 @@ class EventStreamRenderer(BaseRenderer):
 
 
 def int_param(value: str | None, name: str, default: int = 0, minimum: int = 0) -> int:
-    """A non-negative integer query parameter or header, or a 400 naming it."""
+    """A non-negative integer query parameter or header (at most a bigint), or a 400 naming
+    it."""
     if value in (None, ""):
         return default
     try:
         number = int(value)
     except ValueError:
         number = minimum - 1
-    if number < minimum:
-        raise exceptions.ValidationError({name: [f"must be an integer of at least {minimum}"]})
+    if not minimum <= number <= BIGINT_MAX:
+        raise exceptions.ValidationError(
+            {name: [f"must be an integer from {minimum} to {BIGINT_MAX}"]})
     return number

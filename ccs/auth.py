@@ -8,12 +8,15 @@ from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import NotAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 
 TokenOut = inline_serializer("TokenOut", {"token": serializers.CharField()})
 
 
 class TokenView(ObtainAuthToken):
     """POST: a user's API token (created on first use). DELETE: revoke the caller's token."""
+
+    parser_classes = api_settings.DEFAULT_PARSER_CLASSES
 
     @extend_schema(
         summary="Log in: exchange a user name and password for an API token",

@@ -26,9 +26,16 @@ WHY = {
     "415": "The body is not JSON (or form data).",
     "429": "Over a rate or running-task limit (named in the answer).",
 }
+# Answered by the web server in front of CCS, before the request reaches it (HTML).
+URI_TOO_LONG = {
+    "description": "The query string is longer than the web server accepts.",
+    "content": {"text/html": {"schema": {"type": "string"}}},
+}
 # Operations that can answer 429 besides their others: quotas, and the login throttle.
 RATE_LIMITED = {("post", "/api/v1/tasks/"), ("post", "/api/v1/tasks/{id}/rerun/"),
                 ("post", "/api/v1/auth/token/")}
+# Operations whose body names another object, outside your view a 404 like any other.
+NAMES_AN_OBJECT = {("post", "/api/v1/nodes/")}
 # Enum names by their values; every choice set of the API is named.
 ENUM_NAMES = {
     "TaskStatus": "tasks.states.TaskStatus",
@@ -51,7 +58,7 @@ def _codes(method: str, path: str, operation: dict) -> list[str]:
         codes.append("400")
     if method != "get" and not path.startswith("/api/v1/auth/"):
         codes += ["403", "409"]
-    if "{" in path:
+    if "{" in path or (method, path) in NAMES_AN_OBJECT:
         codes.append("404")
     if operation.get("requestBody"):
         codes.append("415")
@@ -61,9 +68,14 @@ def _codes(method: str, path: str, operation: dict) -> list[str]:
 
 
 def error_responses(result: dict, generator: Any, request: Any, public: bool) -> dict:
-    """Postprocessing hook: the error answers of every operation, with the Error schema, and
-    path ids typed as integers."""
-    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    """Postprocessing hook: the error answers of every operation, with the Error schema;
+    path ids typed as integers; and input shapes closed, as their serializers refuse keys
+    they do not declare (StrictSerializerMixin, the `…In` serializers)."""
+    schemas = result.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Error"] = ERROR_SCHEMA
+    for name, component in schemas.items():
+        if name.endswith("In") and component.get("type") == "object":
+            component["additionalProperties"] = False
     for path, operations in result["paths"].items():
         for method, operation in operations.items():
             for parameter in operation.get("parameters", []):
@@ -71,6 +83,8 @@ def error_responses(result: dict, generator: Any, request: Any, public: bool) ->
                     parameter["schema"] = {"type": "integer", "minimum": 0,
                                            "maximum": 10**18 - 1}
             responses = operation.setdefault("responses", {})
+            if any(p["in"] == "query" for p in operation.get("parameters", [])):
+                responses.setdefault("414", URI_TOO_LONG)
             for code in _codes(method, path, operation):
                 responses.setdefault(code, {
                     "description": WHY[code],

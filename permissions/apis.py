@@ -80,6 +80,7 @@ class NodeViewSet(viewsets.GenericViewSet):
         return selectors.nodes_with_perm(self.request.user, VIEW).order_by("path")
 
     def _node(self, pk: str | int | None) -> Node | None:
+        """The node if the caller may see it (also a parent named in a body); else 404."""
         return None if pk is None else selectors.node_visible(self.request.user, int(pk))
 
     @extend_schema(summary="List the tree nodes you can see, by path", parameters=[NodeFilterIn])

@@ -1,12 +1,19 @@
 """Input and output shapes of the tree, inventory and grants API."""
 
+import re
+
 from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import serializers
 
-from ccs.api import FilterIn, QueryIn, StrictSerializerMixin
+from ccs.api import BIGINT_MAX, FilterIn, QueryIn, StrictSerializerMixin, pattern_field
 
 from .models import Datacenter, Host, Node
 from .rights import PERMISSIONS
+from .services.tree import NAME, PATH
+
+USERNAME = re.compile(r"[\w.@+-]{1,150}")  # as Django's user names
+NODE_NAME = "a node name (letters, digits, '.', '_', '-'; at most 100)"
+TREE_PATH = "a tree path (node names joined by '/')"
 
 
 class DatacenterOut(serializers.ModelSerializer):
@@ -23,7 +30,8 @@ class DatacenterIn(StrictSerializerMixin, serializers.Serializer):
     """A new datacenter (superusers only)."""
 
     name = serializers.SlugField(max_length=64)
-    description = serializers.CharField(max_length=200, required=False, default="")
+    description = serializers.CharField(max_length=200, required=False, default="",
+                                        allow_blank=True)
 
 
 class NodeOut(serializers.ModelSerializer):
@@ -39,9 +47,9 @@ class NodeOut(serializers.ModelSerializer):
 class NodeCreateIn(StrictSerializerMixin, serializers.Serializer):
     """A new node: a root (no parent, superusers) or a child of a node you administer."""
 
-    name = serializers.CharField(max_length=100)
+    name = pattern_field(NAME, NODE_NAME, help_text="letters, digits, '.', '_', '-'")
     parent = serializers.IntegerField(required=False, allow_null=True, default=None,
-                                      min_value=1, max_value=2**63 - 1)
+                                      min_value=1, max_value=BIGINT_MAX)
 
 
 @extend_schema_serializer(examples=[
@@ -51,9 +59,9 @@ class NodeCreateIn(StrictSerializerMixin, serializers.Serializer):
 class NodeUpdateIn(StrictSerializerMixin, serializers.Serializer):
     """Rename a node, or move it under another parent (null: make it a root)."""
 
-    name = serializers.CharField(max_length=100, required=False)
+    name = pattern_field(NAME, NODE_NAME, required=False)
     parent = serializers.IntegerField(required=False, allow_null=True, min_value=1,
-                                      max_value=2**63 - 1)
+                                      max_value=BIGINT_MAX)
 
 
 class HostOut(serializers.ModelSerializer):
@@ -74,9 +82,9 @@ class HostOut(serializers.ModelSerializer):
 class HostFilterIn(QueryIn):
     """Filters of host lists."""
 
-    datacenter = serializers.CharField(max_length=64, required=False, help_text="its name")
-    node = serializers.CharField(max_length=1000, required=False,
-                                 help_text="a tree path: hosts directly on that node")
+    datacenter = serializers.SlugField(max_length=64, required=False, help_text="its name")
+    node = pattern_field(PATH, TREE_PATH, max_length=1000, required=False,
+                         help_text="a tree path: hosts at or below that node")
     status = serializers.ChoiceField(choices=Host.Status.choices, required=False)
     channel = serializers.ChoiceField(choices=Host.Channel.choices, required=False)
 
@@ -84,7 +92,8 @@ class HostFilterIn(QueryIn):
 class NodeFilterIn(QueryIn):
     """Filter of the node list."""
 
-    path = serializers.CharField(max_length=1000, required=False, help_text="exactly this path")
+    path = pattern_field(PATH, TREE_PATH, max_length=1000, required=False,
+                         help_text="exactly this path")
 
 
 @extend_schema_serializer(examples=[
@@ -96,8 +105,9 @@ class NodeFilterIn(QueryIn):
 class GrantIn(StrictSerializerMixin, serializers.Serializer):
     """A right on the node, for exactly one user or group."""
 
-    user = serializers.CharField(required=False, max_length=150)
-    group = serializers.CharField(required=False, max_length=150)
+    user = pattern_field(USERNAME, "a user name", required=False, help_text="user name")
+    group = serializers.CharField(required=False, min_length=1, max_length=150,
+                                  help_text="group name")
     permission = serializers.ChoiceField(choices=PERMISSIONS)
 
     def validate(self, attrs: dict) -> dict:

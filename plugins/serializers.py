@@ -3,10 +3,13 @@
 from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import serializers
 
-from ccs.api import QueryIn, StrictSerializerMixin
+from ccs.api import BIGINT_MAX, QueryIn, StrictSerializerMixin, pattern_field
 
-from .checks import MAX_TIMEOUT
+from .checks import ACCOUNT, MAX_ACCOUNTS, MAX_TIMEOUT, NAME
 from .models import Plugin, PluginAudit, PluginVersion
+
+PLUGIN_NAME = "a plugin name (lowercase letters, digits, '-', '_'; at most 100)"
+ACCOUNT_NAME = "an account name (lowercase letters, digits, '_', '-'; at most 32)"
 
 
 @extend_schema_serializer(examples=[OpenApiExample(
@@ -15,7 +18,7 @@ from .models import Plugin, PluginAudit, PluginVersion
 class PluginCreateIn(StrictSerializerMixin, serializers.Serializer):
     """A new plugin; the caller becomes its owner."""
 
-    name = serializers.CharField(max_length=100)
+    name = pattern_field(NAME, PLUGIN_NAME, help_text="lowercase letters, digits, '-', '_'")
     description = serializers.CharField(max_length=2000, allow_blank=True, default="")
 
 
@@ -30,9 +33,11 @@ class VersionCreateIn(StrictSerializerMixin, serializers.Serializer):
     """A new draft version."""
 
     interpreter = serializers.ChoiceField(choices=PluginVersion.Interpreter.choices)
-    body = serializers.CharField(trim_whitespace=False)
+    body = serializers.CharField(trim_whitespace=False, min_length=1)
     params_schema = serializers.DictField(required=False)
-    run_as = serializers.ListField(child=serializers.CharField(max_length=32), allow_empty=False)
+    run_as = serializers.ListField(
+        child=pattern_field(ACCOUNT, ACCOUNT_NAME), allow_empty=False, min_length=1,
+        max_length=MAX_ACCOUNTS, help_text="accounts a task may run it as")
     timeout = serializers.IntegerField(min_value=1, max_value=MAX_TIMEOUT, default=60)
 
 
@@ -62,7 +67,7 @@ class ApproveIn(StrictSerializerMixin, serializers.Serializer):
 class RejectIn(StrictSerializerMixin, serializers.Serializer):
     """Rejection: the comment saying why is required."""
 
-    comment = serializers.CharField(max_length=5000)
+    comment = serializers.CharField(min_length=1, max_length=5000)
 
 
 @extend_schema_serializer(examples=[OpenApiExample(
@@ -81,7 +86,7 @@ class EmptyIn(StrictSerializerMixin, serializers.Serializer):
 class PluginFilterIn(QueryIn):
     """Filters of the plugin list."""
 
-    name = serializers.CharField(max_length=100, required=False, help_text="exactly this name")
+    name = pattern_field(NAME, PLUGIN_NAME, required=False, help_text="exactly this name")
     owner = serializers.CharField(max_length=150, required=False, help_text="user name")
 
 
@@ -94,7 +99,7 @@ class VersionStatusIn(QueryIn):
 class VersionFilterIn(VersionStatusIn):
     """Filters of the version list."""
 
-    plugin = serializers.IntegerField(source="plugin_id", min_value=1, max_value=2**63 - 1,
+    plugin = serializers.IntegerField(source="plugin_id", min_value=1, max_value=BIGINT_MAX,
                                       required=False, help_text="plugin id")
 
 

@@ -10,7 +10,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ccs.api import ID, EventStreamRenderer, QueryIn, int_param, query_valid
+from ccs.api import BIGINT_MAX, ID, EventStreamRenderer, QueryIn, int_param, query_valid
 
 from . import selectors, services
 from .events import EventStream, events_after
@@ -165,8 +165,9 @@ class TaskViewSet(viewsets.GenericViewSet):
         "text/event-stream` a live stream (SSE) that replays from Last-Event-ID (or `after`) "
         "and follows until the task ends.",
         parameters=[EventsIn, OpenApiParameter(
-            "Last-Event-ID", int, location=OpenApiParameter.HEADER,
-            description="stream: the last event number already seen"),
+            "Last-Event-ID", {"type": "integer", "minimum": 0, "maximum": BIGINT_MAX},
+            location=OpenApiParameter.HEADER,
+            description="the last event number already seen (over `after`)"),
             OpenApiParameter("format", exclude=True)],  # ask with the Accept header
         responses={(200, "application/json"): EventPageOut,
                    (200, "text/event-stream"): OpenApiTypes.STR},
@@ -175,17 +176,17 @@ class TaskViewSet(viewsets.GenericViewSet):
     def events(self, request: Request, pk: str):
         task = self._task(pk)
         query = query_valid(request, EventsIn)
+        header = request.headers.get("Last-Event-ID")
+        after = int_param(header, "Last-Event-ID") if header else query["after"]
         if request.accepted_renderer.format == EventStreamRenderer.format:
-            header = request.headers.get("Last-Event-ID")
-            after = int_param(header, "Last-Event-ID") if header else query["after"]
             response = StreamingHttpResponse(
                 EventStream(task.pk, after), content_type="text/event-stream"
             )
             response["Cache-Control"] = "no-cache"
             response["X-Accel-Buffering"] = "no"  # no proxy buffering of the stream
             return response
-        events = events_after(task.pk, query["after"], query["limit"])
-        last = events[-1]["seq"] if events else query["after"]
+        events = events_after(task.pk, after, query["limit"])
+        last = events[-1]["seq"] if events else after
         return Response({"results": events, "next_after": last,
                          "more": len(events) == query["limit"]})
 

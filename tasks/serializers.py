@@ -3,8 +3,11 @@
 from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
-from ccs.api import INT_MAX, FilterIn, QueryIn, StrictSerializerMixin
-from plugins.checks import MAX_TIMEOUT
+from ccs.api import BIGINT_MAX, INT_MAX, FilterIn, QueryIn, StrictSerializerMixin, pattern_field
+from permissions.serializers import TREE_PATH
+from permissions.services.tree import PATH
+from plugins.checks import ACCOUNT, MAX_TIMEOUT, NAME
+from plugins.serializers import ACCOUNT_NAME, PLUGIN_NAME
 
 from .control import MAX_COUNT, PERCENT
 from .events import PAGE
@@ -23,8 +26,12 @@ COUNT_OR_PERCENT = {
 class TargetIn(StrictSerializerMixin, serializers.Serializer):
     """Hosts to run on: every host under these tree paths, and these hosts by name."""
 
-    nodes = serializers.ListField(child=serializers.CharField(max_length=1000), default=list)
-    hosts = serializers.ListField(child=serializers.CharField(max_length=253), default=list)
+    nodes = serializers.ListField(
+        child=pattern_field(PATH, TREE_PATH, max_length=1000), default=list,
+        help_text="tree paths")
+    hosts = serializers.ListField(
+        child=serializers.CharField(min_length=1, max_length=253), default=list,
+        help_text="host names")
 
 
 @extend_schema_field(COUNT_OR_PERCENT)
@@ -80,16 +87,17 @@ class ControlIn(StrictSerializerMixin, serializers.Serializer):
 class TaskCreateIn(StrictSerializerMixin, serializers.Serializer):
     """A new task: an approved plugin version, its params, the target hosts and the account."""
 
-    plugin = serializers.CharField(max_length=100, help_text="plugin name")
+    plugin = pattern_field(NAME, PLUGIN_NAME, help_text="plugin name")
     version = serializers.IntegerField(min_value=1, max_value=INT_MAX, required=False,
                                        allow_null=True,
                                        help_text="version number; default the newest approved")
     params = serializers.DictField(default=dict, help_text="checked against the version's schema")
     target = TargetIn()
-    run_as = serializers.CharField(max_length=64, help_text="account the plugin runs as")
+    run_as = pattern_field(ACCOUNT, ACCOUNT_NAME, help_text="account the plugin runs as")
     control = ControlIn(default=dict)
     type = serializers.SlugField(max_length=32, default="adhoc")
     callback_url = serializers.CharField(max_length=2000, required=False, default="",
+                                         allow_blank=True,
                                          help_text="events are POSTed here, signed")
 
     def validate_target(self, target: dict) -> dict:
@@ -116,7 +124,7 @@ class TaskFilterIn(QueryIn):
     """Filters of the task list."""
 
     status = serializers.ChoiceField(choices=TaskStatus.choices, required=False)
-    plugin = serializers.CharField(max_length=100, required=False, help_text="plugin name")
+    plugin = pattern_field(NAME, PLUGIN_NAME, required=False, help_text="plugin name")
     creator = serializers.CharField(max_length=150, required=False, help_text="user name")
     type = serializers.SlugField(source="task_type", max_length=32, required=False)
 
@@ -125,19 +133,19 @@ class SubTaskFilterIn(QueryIn):
     """Filters of a task's subtasks."""
 
     status = serializers.ChoiceField(choices=SubTaskStatus.choices, required=False)
-    datacenter = serializers.CharField(max_length=64, required=False)
+    datacenter = serializers.SlugField(max_length=64, required=False)
 
 
 class SummaryFilterIn(FilterIn):
     """Filter of a task's summary."""
 
-    datacenter = serializers.CharField(max_length=64, required=False)
+    datacenter = serializers.SlugField(max_length=64, required=False)
 
 
 class EventsIn(FilterIn):
     """Where a page of events starts, and how long it is."""
 
-    after = serializers.IntegerField(min_value=0, max_value=2**63 - 1, default=0,
+    after = serializers.IntegerField(min_value=0, max_value=BIGINT_MAX, default=0,
                                      help_text="the last event number already seen")
     limit = serializers.IntegerField(min_value=1, max_value=PAGE, default=PAGE)
 

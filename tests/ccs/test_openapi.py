@@ -51,6 +51,8 @@ def test_every_operation_documents_its_4xx_with_the_error_schema(schema):
                                                for p in operation.get("parameters", [])):
             assert "400" in errors, f"{method} {path}"
         for code, response in errors.items():
+            if code == "414":  # from the web server, before CCS
+                continue
             ref = response["content"]["application/json"]["schema"]["$ref"]
             assert ref == "#/components/schemas/Error", f"{method} {path} {code}"
 
@@ -160,3 +162,19 @@ def test_ids_that_are_not_numbers_answer_a_json_404(api):
         assert response.json()["detail"], url
     assert api.get("/api/v1/tasks/9999/").json()["detail"] == (
         "no task 9999 (or you may not see it)")
+
+
+@pytest.mark.parametrize(("url", "body", "field", "words"), [
+    ("/api/v1/tasks/", '{"plugin": "ping", "params": {"x": "a\\u0000"}, "run_as": "root", '
+     '"target": {"hosts": ["h"]}}', "body", "NUL"),
+    ("/api/v1/plugins/", '{"name": "ok", "description": "\\ud800"}', "body", "surrogate"),
+    ("/api/v1/plugins/", '{"name": 0}', "name", "must be a string"),
+    ("/api/v1/tasks/", '{"plugin": "ping", "run_as": "root", "target": {"nodes": [7]}}',
+     "target.nodes", "must be a string"),
+    ("/api/v1/nodes/", '{"name": "x", "parent": 1, "colour": "red"}', "colour", "unknown field"),
+])
+def test_bodies_no_column_could_hold_answer_400(api, url, body, field, words):
+    response = api.post(url, body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert field in response.json()["errors"], response.json()
+    assert words in str(response.json())
