@@ -104,7 +104,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "ccs.api.Page",
     "DEFAULT_PARSER_CLASSES": [
-        "ccs.api.JSONParser",
+        "ccs.parsers.JSONParser",
         "rest_framework.parsers.FormParser",
         "rest_framework.parsers.MultiPartParser",
     ],
@@ -122,7 +122,7 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": ENUM_NAMES,
-    "PARSER_WHITELIST": ["ccs.api.JSONParser"],  # forms work too; JSON is documented
+    "PARSER_WHITELIST": ["ccs.parsers.JSONParser"],  # forms work too; JSON is documented
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums", "ccs.openapi.error_responses",
     ],

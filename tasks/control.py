@@ -26,10 +26,10 @@ def _amount(value: object, total: int, field: str) -> int:
             raise InvalidInput.field(field, f"{value} must be between 1 and {MAX_COUNT}")
         return value
     if isinstance(value, str) and (match := PERCENT.fullmatch(value)):
-        percent = float(match.group(1))
-        if not 0 < percent <= 100:
-            raise InvalidInput.field(field, f"{value} must be above 0% and at most 100%")
-        return max(1, math.ceil(total * percent / 100))
+        return max(1, math.ceil(total * float(match.group(1)) / 100))
+    if isinstance(value, str) and re.fullmatch(r"[0-9]+(\.[0-9]+)?%", value):
+        raise InvalidInput.field(
+            field, f"{value} must be above 0% and at most 100%, with at most 3 decimals")
     raise InvalidInput.field(field, f"{value!r} is neither a count nor a percentage like '10%'")
 
 
