@@ -12,7 +12,7 @@ from guardian.shortcuts import get_objects_for_user
 from ccs.errors import InvalidInput, NotFound
 
 from .models import Host, Node
-from .rights import GRANTS_IMPLYING, OPERATE, VIEW, qualified
+from .rights import GRANTS_IMPLYING, OPERATE, PERMISSIONS, VIEW, qualified
 
 __all__ = ["OPERATE", "VIEW"]
 
@@ -127,3 +127,24 @@ def node_grants(node: Node) -> list[dict]:
         ).select_related("group", "permission")
     ]
     return sorted(found, key=lambda g: (g.get("user", ""), g.get("group", ""), g["permission"]))
+
+
+def rights_at(node: Node) -> list[dict]:
+    """Every tree right held at this node and where it was granted (here or on an ancestor):
+    `{"kind": "user"|"group", "id", "name", "right", "on": path}`, in two queries."""
+    from guardian.models import GroupObjectPermission, UserObjectPermission
+
+    parts = node.path.split("/")
+    above = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    paths = {str(pk): path for pk, path in Node.objects.filter(path__in=above)
+             .values_list("pk", "path")}
+    found = []
+    for model, kind, name in ((UserObjectPermission, "user", "user__username"),
+                              (GroupObjectPermission, "group", "group__name")):
+        rows = model.objects.filter(
+            content_type__app_label="permissions", content_type__model="node",
+            object_pk__in=list(paths), permission__codename__in=PERMISSIONS,
+        ).values_list("object_pk", "permission__codename", f"{kind}_id", name)
+        found += [{"kind": kind, "id": who, "name": who_name, "right": right, "on": paths[pk]}
+                  for pk, right, who, who_name in rows]
+    return found
