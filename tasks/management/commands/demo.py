@@ -2,7 +2,10 @@
 from the Procfile, run the built-in `ping` plugin on every host through the REST API."""
 
 import secrets
+import shlex
+import sys
 import time
+from pathlib import Path
 
 import httpx
 from django.conf import settings
@@ -23,6 +26,20 @@ from ccs.stack import (
 from tasks.states import TASK_FINAL, TaskStatus
 
 DATACENTERS = ("dc1", "dc2")
+
+
+def up_text(web: str, flower: str, password: str) -> str:
+    """What `make up` prints: the URLs, and the lines that set up the CLI when pasted."""
+    bin_dir = Path(sys.executable).parent
+    return (
+        f"CCS is up.\n  web admin  {web}/admin/   (login: admin / {password})\n"
+        f"  API docs   {web}/api/v1/docs/\n  Flower     {flower}\n"
+        "The command line, in another shell:\n"
+        f'  export CCS_URL={web} PATH="{bin_dir}:$PATH"\n'
+        f"  eval \"$(CCS_PASSWORD={shlex.quote(password)} ccs login admin)\"\n"
+        "  ccs run ping --node corp/demo --as root --follow\n"
+        "Ctrl-C stops everything."
+    )
 
 
 class Command(BaseCommand):
@@ -92,11 +109,7 @@ class Command(BaseCommand):
         return f"http://127.0.0.1:{web_port}"
 
     def _stay(self, web: str, password: str) -> None:
-        self.stdout.write(
-            f"CCS is up.\n  web admin  {web}/admin/   (login: admin / {password})\n"
-            f"  API docs   {web}/api/v1/docs/\n  Flower     {self.flower}\n"
-            "Ctrl-C stops everything."
-        )
+        self.stdout.write(up_text(web, self.flower, password))
         try:
             while True:
                 time.sleep(3600)
