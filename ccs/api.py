@@ -152,6 +152,12 @@ class QueryIn(FilterIn):
                                       help_text="rows to skip")
 
 
+def page_of(view: Any, rows: Any, serializer_class: type[serializers.Serializer]) -> Response:
+    """One page of `rows`, serialized, in the paginator's envelope (count, next, results)."""
+    page = view.paginate_queryset(rows)
+    return view.get_paginated_response(serializer_class(page, many=True).data)
+
+
 def query_valid(request: Request, serializer_class: type[serializers.Serializer]) -> dict:
     """The request's query parameters checked by `serializer_class`, or a 400 naming them."""
     data = serializer_class(data=request.query_params.dict())  # a repeated one: the last

@@ -137,7 +137,7 @@ class NodeAdmin(GuardedModelAdmin):
                 return redirect(f"{kind}-manage/{form.cleaned_data[kind].pk}/")
         context = self.get_obj_perms_base_context(request, node)
         context.update(rows=rights_table(node), rights=[RIGHT_NAMES[r] for r in PERMISSIONS],
-                       user_form=bound["user"], group_form=bound["group"])
+                       grant_forms=list(bound.items()))
         request.current_app = self.admin_site.name
         return render(request, "admin/permissions/node/rights.html", context)
 

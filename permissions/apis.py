@@ -9,7 +9,7 @@ from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ccs.api import ID, QueryIn, query_valid
+from ccs.api import ID, QueryIn, page_of, query_valid
 from ccs.errors import InvalidInput
 from ccs.permissions import IsSuperuserOrReadOnly
 
@@ -45,8 +45,7 @@ class DatacenterViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
 
     def list(self, request: Request) -> Response:
         query_valid(request, QueryIn)
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(DatacenterOut(page, many=True).data)
+        return page_of(self, self.get_queryset(), DatacenterOut)
 
     @extend_schema(summary="Add a datacenter (superusers)", request=DatacenterIn,
                    responses={201: DatacenterOut})
@@ -88,8 +87,7 @@ class NodeViewSet(viewsets.GenericViewSet):
         nodes = self.get_queryset()
         if path := query_valid(request, NodeFilterIn).get("path"):
             nodes = nodes.filter(path=path)
-        page = self.paginate_queryset(nodes)
-        return self.get_paginated_response(NodeOut(page, many=True).data)
+        return page_of(self, nodes, NodeOut)
 
     @extend_schema(summary="Show a tree node")
     def retrieve(self, request: Request, pk: str) -> Response:
@@ -132,8 +130,7 @@ class NodeViewSet(viewsets.GenericViewSet):
     def hosts(self, request: Request, pk: str) -> Response:
         node = self._node(pk)
         below = selectors.hosts_for_target(node_paths=[node.path], hostnames=[])
-        page = self.paginate_queryset(_filter_hosts(below, request))
-        return self.get_paginated_response(HostOut(page, many=True).data)
+        return page_of(self, _filter_hosts(below, request), HostOut)
 
     @extend_schema(methods=["GET"], summary="List the rights granted on exactly this node",
                    request=None, responses=GrantOut(many=True))
@@ -193,8 +190,7 @@ class HostViewSet(viewsets.GenericViewSet):
 
     @extend_schema(summary="List the hosts you can see, by name", parameters=[HostFilterIn])
     def list(self, request: Request) -> Response:
-        page = self.paginate_queryset(_filter_hosts(self.get_queryset(), request))
-        return self.get_paginated_response(HostOut(page, many=True).data)
+        return page_of(self, _filter_hosts(self.get_queryset(), request), HostOut)
 
     @extend_schema(summary="Show a host")
     def retrieve(self, request: Request, pk: str) -> Response:

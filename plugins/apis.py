@@ -7,7 +7,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import Serializer
 
-from ccs.api import ID, QueryIn, query_valid
+from ccs.api import ID, QueryIn, page_of, query_valid
 
 from . import selectors, services
 from .serializers import (
@@ -45,8 +45,8 @@ class PluginViewSet(viewsets.GenericViewSet):
 
     @extend_schema(summary="List the plugins, by name", parameters=[PluginFilterIn])
     def list(self, request: Request) -> Response:
-        page = self.paginate_queryset(selectors.plugins_all(**query_valid(request, PluginFilterIn)))
-        return self.get_paginated_response(PluginOut(page, many=True).data)
+        plugins = selectors.plugins_all(**query_valid(request, PluginFilterIn))
+        return page_of(self, plugins, PluginOut)
 
     @extend_schema(summary="Create a plugin; you become its owner", request=PluginCreateIn,
                    responses={201: PluginOut})
@@ -69,8 +69,7 @@ class PluginViewSet(viewsets.GenericViewSet):
             versions = selectors.versions_all(
                 plugin_id=plugin.pk, **query_valid(request, VersionStatusIn)
             )
-            page = self.paginate_queryset(versions)
-            return self.get_paginated_response(VersionSummaryOut(page, many=True).data)
+            return page_of(self, versions, VersionSummaryOut)
         version = services.plugin_version_create(
             actor=request.user, plugin_id=plugin.pk, **_valid(VersionCreateIn, request)
         )
@@ -90,8 +89,7 @@ class PluginVersionViewSet(viewsets.GenericViewSet):
                    parameters=[VersionFilterIn], responses=VersionSummaryOut(many=True))
     def list(self, request: Request) -> Response:
         versions = selectors.versions_all(**query_valid(request, VersionFilterIn))
-        page = self.paginate_queryset(versions)
-        return self.get_paginated_response(VersionSummaryOut(page, many=True).data)
+        return page_of(self, versions, VersionSummaryOut)
 
     @extend_schema(summary="Show a plugin version with its body, schema and signature")
     def retrieve(self, request: Request, pk: str) -> Response:
@@ -147,5 +145,4 @@ class PluginVersionViewSet(viewsets.GenericViewSet):
     def audit(self, request: Request, pk: str) -> Response:
         version = selectors.version_get(version_id=int(pk))
         query_valid(request, QueryIn)
-        page = self.paginate_queryset(selectors.version_audit(version))
-        return self.get_paginated_response(AuditOut(page, many=True).data)
+        return page_of(self, selectors.version_audit(version), AuditOut)

@@ -10,7 +10,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ccs.api import BIGINT_MAX, ID, EventStreamRenderer, QueryIn, int_param, query_valid
+from ccs.api import BIGINT_MAX, ID, EventStreamRenderer, QueryIn, int_param, page_of, query_valid
 
 from . import selectors, services
 from .events import EventStream, events_after
@@ -64,8 +64,7 @@ class TaskViewSet(viewsets.GenericViewSet):
                    responses=TaskOut(many=True))
     def list(self, request: Request) -> Response:
         tasks = selectors.tasks_filtered(self.get_queryset(), **query_valid(request, TaskFilterIn))
-        page = self.paginate_queryset(tasks)
-        return self.get_paginated_response(TaskOut(page, many=True).data)
+        return page_of(self, tasks, TaskOut)
 
     @extend_schema(
         summary="Start a task: run an approved plugin on the target hosts",
@@ -156,8 +155,7 @@ class TaskViewSet(viewsets.GenericViewSet):
     def subtasks(self, request: Request, pk: str) -> Response:
         task = self._task(pk)
         rows = selectors.subtasks_filtered(task.pk, **query_valid(request, SubTaskFilterIn))
-        page = self.paginate_queryset(rows)
-        return self.get_paginated_response(SubTaskOut(page, many=True).data)
+        return page_of(self, rows, SubTaskOut)
 
     @extend_schema(
         summary="Page or stream a task's events (every subtask transition)",
@@ -177,7 +175,7 @@ class TaskViewSet(viewsets.GenericViewSet):
         task = self._task(pk)
         query = query_valid(request, EventsIn)
         header = request.headers.get("Last-Event-ID")
-        after = int_param(header, "Last-Event-ID") if header else query["after"]
+        after = query["after"] if header is None else int_param(header or "-", "Last-Event-ID")
         if request.accepted_renderer.format == EventStreamRenderer.format:
             response = StreamingHttpResponse(
                 EventStream(task.pk, after), content_type="text/event-stream"
@@ -196,8 +194,8 @@ class TaskViewSet(viewsets.GenericViewSet):
     def callbacks(self, request: Request, pk: str) -> Response:
         task = self._task(pk)
         query_valid(request, QueryIn)
-        page = self.paginate_queryset(CallbackAttempt.objects.filter(task=task).order_by("id"))
-        return self.get_paginated_response(CallbackAttemptOut(page, many=True).data)
+        attempts = CallbackAttempt.objects.filter(task=task).order_by("id")
+        return page_of(self, attempts, CallbackAttemptOut)
 
     @extend_schema(
         summary="Group a task's outcomes: hosts with the same status, exit code and output",

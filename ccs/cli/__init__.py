@@ -99,7 +99,12 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
-def _command(sub, name: str, func: Callable, helptext: str, common) -> argparse.ArgumentParser:
+Subs = Any  # argparse's _SubParsersAction, which it does not export
+Common = argparse.ArgumentParser
+
+
+def _command(sub: Subs, name: str, func: Callable, helptext: str,
+             common: Common) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=helptext, description=helptext, parents=[common],
                             epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.set_defaults(func=func)
@@ -115,7 +120,7 @@ def _follow_args(parser: argparse.ArgumentParser) -> None:
                         help="also print every host's transitions, with why a host failed")
 
 
-def _run_parser(sub, common) -> None:
+def _run_parser(sub: Subs, common: Common) -> None:
     run = _command(sub, "run", c.cmd_run, "run an approved plugin on hosts", common)
     run.add_argument("plugin", help="the plugin's name (see `ccs plugins`)")
     run.add_argument("--version", type=_positive, help="its version (default: newest approved)")
@@ -144,7 +149,7 @@ def _run_parser(sub, common) -> None:
     _follow_args(run)
 
 
-def _read_parsers(sub, common) -> None:
+def _read_parsers(sub: Subs, common: Common) -> None:
     show = _command(sub, "show", c.cmd_show, "show a task's state and counts per state", common)
     _task_arg(show)
     summary = _command(sub, "summary", c.cmd_summary,
@@ -173,7 +178,7 @@ def _read_parsers(sub, common) -> None:
     hosts.add_argument("--limit", type=_positive, default=100, help="at most this many (100)")
 
 
-def _control_parsers(sub, common) -> None:
+def _control_parsers(sub: Subs, common: Common) -> None:
     what = {"pause": "pause a task (hold what has not started, freeze what runs) or one host",
             "resume": "resume a paused task or one held or paused host",
             "stop": "stop a task (end what has not started, kill what runs) or one host"}

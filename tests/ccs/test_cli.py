@@ -20,6 +20,8 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
 from ccs.cli import parser
+from permissions.models import Host
+from permissions.services import node_ensure
 from tasks.models import Task
 from tests.factories import Fleet, free_port, hosts_make, plugin_approved
 
@@ -246,3 +248,23 @@ def test_every_command_and_option_has_help():
             assert action.help, f"ccs {name} {action.dest}"
     ran = ccs({"PATH": os.environ["PATH"]}, "run", "--help")
     assert ran.code == 0 and "--failure-threshold N|N%" in ran.out and "exit codes:" in ran.out
+
+
+def test_the_readme_command_lines_work_when_pasted(stack, tmp_path):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    block = re.search(r"## Command line.*?```sh\n(.*?)```", readme, re.S).group(1)
+    first = "\n".join(block.splitlines()[:3])  # set up, log in, run and follow
+    get_user_model().objects.create_superuser("admin", password="s3cret")
+    demo = node_ensure(path="corp/demo/web/dc1")
+    for host in Host.objects.all():  # the fleet's hosts, as the demo seeds them
+        host.nodes.add(demo)
+    env = {**stack, "CCS_PASSWORD": "s3cret"}
+    env.pop("CCS_TOKEN")
+    ran = subprocess.run(["bash", "-euo", "pipefail", "-c",
+                          first.replace("http://127.0.0.1:8000", stack["CCS_URL"])],
+                         cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "paused: pause point: batch 1 of 3 done" in ran.stdout
+    assert "(or it resumes by itself 2 s after the pause point)" in ran.stdout
+    assert re.search(r"task \d+ succeeded: ping v1 on 10 hosts", ran.stdout)
