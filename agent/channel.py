@@ -1,4 +1,9 @@
-"""The encrypted agent channel: framing, symmetric handshake and AES-256-GCM sessions."""
+"""The encrypted agent channel: framing, symmetric handshake and AES-256-GCM sessions.
+
+The handshake and the framing are written without I/O (`ClientHandshake`, `ServerHandshake`,
+`FrameReader`), so that the agent's and the control plane's asyncio protocols and the small
+stream helpers at the end of this module all speak exactly the same bytes.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import hmac
 import json
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -62,19 +67,24 @@ class Session:
         self.max_size = max_size
         self._receiver = AESGCM(recv_key)
         self._host = host_id.encode()
+        self._header_tail = bytes([len(self._host)]) + self._host
 
     def seal(self, obj: dict[str, Any]) -> bytes:
         """Encrypt a JSON object into a complete wire frame (length prefix included)."""
-        plaintext = _encode(obj)
+        return self.seal_json(_encode(obj))
+
+    def seal_json(self, plaintext: bytes) -> bytes:
+        """Encrypt an already encoded JSON object (the caller vouches for it) into a frame."""
         seq = self.send_seq + 1
         if seq > MAX_SEQUENCE:
             raise ChannelError("exhausted")
-        frame = encode_frame(self.sender, seq, self.host_id, plaintext)
-        if len(frame) - _LENGTH.size > self.max_size:
+        header = bytes((VERSION,)) + seq.to_bytes(8, "big") + self._header_tail
+        body = header + self.sender.encrypt(_nonce(seq), plaintext, header)
+        if len(body) > self.max_size:
             raise ChannelError("too-large")
         # only count the sequence once the frame exists, so a refused frame leaves no gap
         self.send_seq = seq
-        return frame
+        return _LENGTH.pack(len(body)) + body
 
     def open(self, body: bytes) -> dict[str, Any]:
         """Authenticate and decrypt one frame body; raise ChannelError on any problem."""
@@ -86,9 +96,9 @@ class Session:
         start = _HEADER.size + host_len
         if len(body) < start + TAG_SIZE:
             raise ChannelError("bad-frame")
-        header = bytes(body[:start])
+        header = body[:start]
         try:
-            plaintext = self._receiver.decrypt(_nonce(seq), bytes(body[start:]), header)
+            plaintext = self._receiver.decrypt(_nonce(seq), body[start:], header)
         except InvalidTag:
             raise ChannelError("bad-tag") from None
         if seq != self.recv_seq + 1:
@@ -110,33 +120,43 @@ def _encode(obj: dict[str, Any]) -> bytes:
 def _decode(plaintext: bytes) -> dict[str, Any]:
     try:
         obj = json.loads(plaintext)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        # RecursionError: JSON nested deeper than the interpreter's stack allows
         raise ChannelError("bad-json") from None
     if not isinstance(obj, dict):
         raise ChannelError("bad-json")
     return obj
 
 
-async def read_frame(reader: asyncio.StreamReader, max_size: int = MAX_FRAME) -> bytes:
-    """Read one length-prefixed frame body; refuse bodies above max_size without reading them."""
-    try:
-        prefix = await reader.readexactly(_LENGTH.size)
-        (length,) = _LENGTH.unpack(prefix)
-        if length > max_size:
-            raise ChannelError("too-large", f"{length} bytes")
-        return await reader.readexactly(length)
-    except (asyncio.IncompleteReadError, ConnectionError):
-        raise ChannelError("closed") from None
+class FrameReader:
+    """Splits a byte stream into frame bodies; a frame above `max_size` is refused from its
+    length prefix alone, before its body is read."""
 
+    def __init__(self, max_size: int = MAX_FRAME) -> None:
+        self.max_size = max_size
+        self._buffer = bytearray()
 
-async def send_frame(writer: asyncio.StreamWriter, frame: bytes) -> None:
-    """Write one complete frame and wait for the buffer to drain."""
-    try:
-        writer.write(frame)
-        await writer.drain()
-    except (ConnectionError, RuntimeError):
-        # RuntimeError: the transport was already closed under us
-        raise ChannelError("closed") from None
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """The complete frame bodies that `data` finishes, in order. Lazily: a limit changed
+        between two bodies (at the end of the handshake) applies to the next one."""
+        buffer = self._buffer
+        if not buffer and len(data) >= _LENGTH.size:
+            # the common case: exactly one whole frame, taken without copying into the buffer
+            (length,) = _LENGTH.unpack_from(data)
+            if length + _LENGTH.size == len(data) and length <= self.max_size:
+                yield data[_LENGTH.size :]
+                return
+        buffer += data
+        while len(buffer) >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(buffer)
+            if length > self.max_size:
+                raise ChannelError("too-large", f"{length} bytes")
+            end = _LENGTH.size + length
+            if len(buffer) < end:
+                break
+            body = bytes(buffer[_LENGTH.size : end])
+            del buffer[:end]
+            yield body
 
 
 def _frame(body: bytes) -> bytes:
@@ -167,65 +187,64 @@ def _host_bytes(host_id: str) -> bytes:
     return host
 
 
-async def _within(timeout: float, steps: Any) -> Session:
-    try:
-        async with asyncio.timeout(timeout):
-            return await steps
-    except TimeoutError:
-        raise ChannelError("timeout", "handshake") from None
+class ClientHandshake:
+    """The client's half of the handshake, without I/O: send `hello()`, then `answer()` the
+    server's reply with the proof it returns, and use the session."""
+
+    def __init__(self, host_id: str, key: bytes) -> None:
+        self.host_id = host_id
+        self._host = _host_bytes(host_id)
+        self._key = key
+        self._nc = os.urandom(NONCE_SIZE)
+
+    def hello(self) -> bytes:
+        return _frame(MAGIC + bytes([len(self._host)]) + self._host + self._nc)
+
+    def answer(self, reply: bytes) -> tuple[bytes, Session]:
+        """Check the server's proof; the PROOF frame to send and the session."""
+        if len(reply) != NONCE_SIZE + PROOF_SIZE:
+            raise ChannelError("bad-frame", "server reply")
+        ns, proof = reply[:NONCE_SIZE], reply[NONCE_SIZE:]
+        if not hmac.compare_digest(proof, _proof(self._key, b"server", self._host, self._nc, ns)):
+            raise ChannelError("bad-proof", "server proof")
+        mine = _frame(_proof(self._key, b"client", self._host, self._nc, ns))
+        return mine, _session(self._key, self.host_id, self._nc, ns, client=True)
 
 
-async def client_handshake(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    host_id: str,
-    key: bytes,
-    timeout: float = HANDSHAKE_TIMEOUT,
-) -> Session:
-    """Prove knowledge of the host key to the agent, check its proof, return the session."""
-    return await _within(timeout, _client_steps(reader, writer, host_id, key))
+class ServerHandshake:
+    """The server's half, without I/O: `reply()` to the HELLO, then `confirm()` the client's
+    PROOF to get the session.
 
+    Every HELLO gets the same kind of answer, known host or not: for an unknown host id a
+    decoy key (random, the server's own) stands in for the host's, so neither the reply nor
+    its timing tells a peer without keys which host ids exist. The refusal comes at the proof.
+    """
 
-async def _client_steps(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host_id: str, key: bytes
-) -> Session:
-    host = _host_bytes(host_id)
-    nc = os.urandom(NONCE_SIZE)
-    await send_frame(writer, _frame(MAGIC + bytes([len(host)]) + host + nc))
-    reply = await read_frame(reader, HANDSHAKE_MAX)
-    if len(reply) != NONCE_SIZE + PROOF_SIZE:
-        raise ChannelError("bad-frame", "server reply")
-    ns, proof = reply[:NONCE_SIZE], reply[NONCE_SIZE:]
-    if not hmac.compare_digest(proof, _proof(key, b"server", host, nc, ns)):
-        raise ChannelError("bad-proof", "server proof")
-    await send_frame(writer, _frame(_proof(key, b"client", host, nc, ns)))
-    return _session(key, host_id, nc, ns, client=True)
+    def __init__(self, lookup: Lookup, decoy: bytes) -> None:
+        self._lookup = lookup
+        self._decoy = decoy
+        self.host_id: str | None = None
+        self.known = False
+        self._key = b""
+        self._nc = self._ns = b""
 
+    def reply(self, hello: bytes) -> bytes:
+        self.host_id, self._nc = _parse_hello(hello)
+        key = self._lookup(self.host_id)
+        self.known = key is not None
+        self._key = key if key is not None else self._decoy
+        self._ns = os.urandom(NONCE_SIZE)
+        return _frame(self._ns + self._proof(b"server"))
 
-async def server_handshake(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    lookup: Lookup,
-    timeout: float = HANDSHAKE_TIMEOUT,
-) -> Session:
-    """Answer a HELLO for a host known to `lookup`, check the client proof, return the session."""
-    return await _within(timeout, _server_steps(reader, writer, lookup))
+    def confirm(self, proof: bytes) -> Session:
+        assert self.host_id is not None, "reply() first"
+        if not hmac.compare_digest(proof, self._proof(b"client")) or not self.known:
+            raise ChannelError("bad-proof" if self.known else "unknown-host", self.host_id)
+        return _session(self._key, self.host_id, self._nc, self._ns, client=False)
 
-
-async def _server_steps(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, lookup: Lookup
-) -> Session:
-    host_id, nc = _parse_hello(await read_frame(reader, HANDSHAKE_MAX))
-    key = lookup(host_id)
-    if key is None:
-        raise ChannelError("unknown-host", host_id)
-    host = host_id.encode()
-    ns = os.urandom(NONCE_SIZE)
-    await send_frame(writer, _frame(ns + _proof(key, b"server", host, nc, ns)))
-    proof = await read_frame(reader, HANDSHAKE_MAX)
-    if not hmac.compare_digest(proof, _proof(key, b"client", host, nc, ns)):
-        raise ChannelError("bad-proof", host_id)
-    return _session(key, host_id, nc, ns, client=False)
+    def _proof(self, role: bytes) -> bytes:
+        assert self.host_id is not None
+        return _proof(self._key, role, self.host_id.encode(), self._nc, self._ns)
 
 
 def _parse_hello(hello: bytes) -> tuple[str, bytes]:
@@ -242,3 +261,74 @@ def _parse_hello(hello: bytes) -> tuple[str, bytes]:
     except UnicodeDecodeError:
         raise ChannelError("bad-frame", "hello host id") from None
     return host_id, hello[start + host_len :]
+
+
+# -- the same channel over asyncio streams (tests, tools) -----------------------------------
+
+
+async def read_frame(reader: asyncio.StreamReader, max_size: int = MAX_FRAME) -> bytes:
+    """Read one length-prefixed frame body; refuse bodies above max_size without reading them."""
+    try:
+        prefix = await reader.readexactly(_LENGTH.size)
+        (length,) = _LENGTH.unpack(prefix)
+        if length > max_size:
+            raise ChannelError("too-large", f"{length} bytes")
+        return await reader.readexactly(length)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        raise ChannelError("closed") from None
+
+
+async def send_frame(writer: asyncio.StreamWriter, frame: bytes) -> None:
+    """Write one complete frame and wait for the buffer to drain."""
+    try:
+        writer.write(frame)
+        await writer.drain()
+    except (ConnectionError, RuntimeError):
+        # RuntimeError: the transport was already closed under us
+        raise ChannelError("closed") from None
+
+
+async def _within(timeout: float, steps: Any) -> Session:
+    try:
+        async with asyncio.timeout(timeout):
+            return await steps
+    except TimeoutError:
+        raise ChannelError("timeout", "handshake") from None
+
+
+async def client_handshake(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    host_id: str,
+    key: bytes,
+    timeout: float = HANDSHAKE_TIMEOUT,
+) -> Session:
+    """Prove knowledge of the host key to the agent, check its proof, return the session."""
+    return await _within(timeout, _client_steps(reader, writer, ClientHandshake(host_id, key)))
+
+
+async def _client_steps(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handshake: ClientHandshake
+) -> Session:
+    await send_frame(writer, handshake.hello())
+    proof, session = handshake.answer(await read_frame(reader, HANDSHAKE_MAX))
+    await send_frame(writer, proof)
+    return session
+
+
+async def server_handshake(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    lookup: Lookup,
+    timeout: float = HANDSHAKE_TIMEOUT,
+) -> Session:
+    """Answer a HELLO, check the client's proof, return the session."""
+    handshake = ServerHandshake(lookup, os.urandom(32))
+    return await _within(timeout, _server_steps(reader, writer, handshake))
+
+
+async def _server_steps(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, handshake: ServerHandshake
+) -> Session:
+    await send_frame(writer, handshake.reply(await read_frame(reader, HANDSHAKE_MAX)))
+    return handshake.confirm(await read_frame(reader, HANDSHAKE_MAX))

@@ -17,12 +17,15 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent import __version__
+from agent.containment import AUTO, KINDS, ContainmentError, detect
 from agent.executor import EXEC_MODES, KILL_GRACE, OUTPUT_CAP
+from agent.jobs import RETENTION
 from agent.keys import KEY_SIZE
 from agent.log import event
-from agent.server import RETENTION, AgentServer
+from agent.server import AgentServer
 from agent.signing import load_public_key
 from agent.spool import SpoolError
+from agent.workdir import WorkDirError, WorkRoot, default_work_dir
 
 
 class ConfigError(Exception):
@@ -40,6 +43,8 @@ COMMON_FIELDS = (
     "retention",
     "start_delay",
     "log_level",
+    "work_dir",
+    "containment",
 )
 FIELDS = {
     "serve": ("host_id", "key", "key_file", *COMMON_FIELDS),
@@ -62,6 +67,8 @@ class Settings:
     retention: float = RETENTION
     start_delay: float = 0.0
     log_level: str = "info"
+    work_dir: str | None = None
+    containment: str = AUTO
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,6 +78,9 @@ def main(argv: list[str] | None = None) -> None:
         settings = load_settings(args.command, _read_config(args.config))
         if settings.spool is not None:
             prepare_spool(settings.spool)
+        if settings.exec_mode == "process":
+            prepare_work_dir(settings.work_dir)
+        check_containment(settings.containment)
     except ConfigError as exc:
         print(f"ccs-agent: config error: {exc}", file=sys.stderr)
         sys.exit(2)
@@ -128,7 +138,9 @@ def load_settings(command: str, config: dict[str, Any]) -> Settings:
     output_cap = config.get("output_cap", OUTPUT_CAP)
     if not _is_int(output_cap) or not 0 <= output_cap <= MAX_OUTPUT_CAP:
         raise ConfigError(f"output_cap: must be an integer from 0 to {MAX_OUTPUT_CAP} (bytes)")
-    log_level = config.get("log_level", "info")
+    # A fleet stands for thousands of hosts in one process: their per-job lines (60,000 for a
+    # 30,000-host run) are there with log_level info; by default it logs what goes wrong.
+    log_level = config.get("log_level", "warning" if command == "fleet" else "info")
     if log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level: must be one of {', '.join(LOG_LEVELS)}")
     return Settings(
@@ -143,6 +155,8 @@ def load_settings(command: str, config: dict[str, Any]) -> Settings:
         retention=_seconds(config, "retention", RETENTION, low=1, high=366 * 86400),
         start_delay=_seconds(config, "start_delay", 0.0, low=0, high=3600),
         log_level=log_level,
+        work_dir=_work_dir(config.get("work_dir")),
+        containment=_containment(config.get("containment", AUTO)),
     )
 
 
@@ -175,6 +189,39 @@ def prepare_spool(path: str) -> None:
         raise ConfigError(f"spool: cannot create {path}: {exc.strerror}") from None
     if not os.path.isdir(path) or not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"spool: {path} is not a writable directory")
+
+
+def _work_dir(value: object) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value.startswith("/")
+                              or "\x00" in value):
+        raise ConfigError("work_dir: must be an absolute directory path")
+    return value
+
+
+def prepare_work_dir(path: str | None) -> None:
+    """Create the directory of job directories (mode 0711) if needed; ConfigError if it is not
+    safe to use."""
+    root = WorkRoot(path or default_work_dir())
+    try:
+        root.open()
+    except WorkDirError as exc:
+        raise ConfigError(f"work_dir: {exc}") from None
+    finally:
+        root.close()
+
+
+def _containment(value: object) -> str:
+    if value != AUTO and value not in KINDS:
+        raise ConfigError(f"containment: must be {AUTO} or one of {', '.join(KINDS)}")
+    return str(value)
+
+
+def check_containment(wanted: str) -> None:
+    """A containment the configuration insists on must be available here."""
+    try:
+        detect(wanted)
+    except ContainmentError as exc:
+        raise ConfigError(f"containment: {wanted} is not available: {exc}") from None
 
 
 def _listen(value: object) -> tuple[str, int]:
@@ -286,6 +333,8 @@ async def _serve(settings: Settings) -> None:
         spool=settings.spool,
         retention=settings.retention,
         start_delay=settings.start_delay,
+        work_dir=settings.work_dir,
+        containment=settings.containment,
     )
     await server.start()
     stop = asyncio.Event()
@@ -298,6 +347,7 @@ async def _serve(settings: Settings) -> None:
         hosts=len(settings.keys),
         mode=settings.exec_mode,
         spool=settings.spool,
+        containment=server.executor.containment.kind,
         version=__version__,
     )
     print(f"ready {server.port}", flush=True)

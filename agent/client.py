@@ -1,19 +1,37 @@
-"""Control-plane side of the channel: a pool of reused, multiplexed connections, one per host."""
+"""Control-plane side of the channel: a pool of reused, multiplexed connections, one per host.
+
+A connection is an asyncio protocol: requests are sealed and written at once, replies routed
+to their callbacks by `rid` as their frames arrive, without a task per request. `send()` is the
+fan-out's path (a request on an open pooled connection, no coroutine at all); `request()` the
+awaitable one for everything else.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import itertools
+import resource
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent.channel import MAX_FRAME, Session, client_handshake, read_frame, send_frame
+from agent.channel import (
+    HANDSHAKE_MAX,
+    MAX_FRAME,
+    ClientHandshake,
+    FrameReader,
+    Session,
+    _encode,
+)
 from agent.errors import ChannelError
 
 Message = dict[str, Any]
+# What a request's callback receives: the reply, or the ChannelError that ended its connection.
+OnReply = Callable[[Message | ChannelError], None]
+# Descriptors a process keeps for everything but pooled channels (files, database, broker).
+RESERVED_DESCRIPTORS = 1000
 
 
 @dataclass(frozen=True)
@@ -26,100 +44,143 @@ class Endpoint:
     key: bytes = field(repr=False)
 
 
-class _Connection:
-    """One live channel; a reader task routes responses to waiting requests by rid."""
+def raise_nofile_limit() -> int:
+    """Raise this process's open-files soft limit to its hard limit (each pooled channel, and
+    each connection an agent serves, is one descriptor); returns the limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
 
-    def __init__(
-        self,
-        endpoint: Endpoint,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        session: Session,
-        on_close: Callable[[_Connection], None],
-        max_frame: int,
-    ) -> None:
+
+class Connection(asyncio.Protocol):
+    """One channel to one host: the handshake, then requests multiplexed by rid."""
+
+    def __init__(self, endpoint: Endpoint, max_frame: int) -> None:
         self.endpoint = endpoint
-        self.writer = writer
-        self.session = session
-        self.pending: dict[int, asyncio.Future[Message]] = {}
         self.closed = False
-        self._next_rid = 0
-        self._lock = asyncio.Lock()
-        self._on_close = on_close
+        self.ready: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
+        self.pending: dict[int, OnReply] = {}
+        self.transport: asyncio.Transport | None = None
+        self._handshake: ClientHandshake | None = ClientHandshake(endpoint.host_id, endpoint.key)
+        self._session: Session | None = None
+        self._frames = FrameReader(HANDSHAKE_MAX)
         self._max_frame = max_frame
-        self._reader_task = asyncio.create_task(self._read_loop(reader))
+        self._rids = itertools.count(1)
+        self._on_close: Callable[[Connection], None] | None = None
+
+    def send(self, encode: Callable[[int], bytes], on_reply: OnReply) -> None:
+        """Seal and write one request now; `encode(rid)` gives its JSON bytes."""
+        if self.closed or self._session is None or self.transport is None:
+            raise ChannelError("closed")
+        rid = next(self._rids)
+        frame = self._session.seal_json(encode(rid))
+        self.pending[rid] = on_reply
+        self.transport.write(frame)
 
     async def call(self, message: Message) -> Message:
         """Send one request and wait for the response carrying the same rid."""
-        if self.closed:
-            raise ChannelError("closed")
-        self._next_rid += 1
-        rid = self._next_rid
         waiter: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
-        self.pending[rid] = waiter
-        try:
-            async with self._lock:
-                # seal inside the lock: sequence numbers must reach the wire in order
-                await send_frame(self.writer, self.session.seal({**message, "rid": rid}))
-            return await waiter
-        finally:
-            self.pending.pop(rid, None)
 
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
-        error = ChannelError("closed")
+        def on_reply(reply: Message | ChannelError) -> None:
+            if waiter.done():
+                return
+            if isinstance(reply, ChannelError):
+                waiter.set_exception(reply)
+            else:
+                waiter.set_result(reply)
+
+        self.send(lambda rid: _encode({**message, "rid": rid}), on_reply)
+        return await waiter
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+        self._shutdown(ChannelError("closed"))
+
+    # -- asyncio callbacks ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert self._handshake is not None
+        self.transport = transport  # type: ignore[assignment] # uvloop's is not a subclass
+        transport.write(self._handshake.hello())
+
+    def data_received(self, data: bytes) -> None:
         try:
-            while True:
-                response = self.session.open(await read_frame(reader, self._max_frame))
-                rid = response.get("rid")
-                waiter = self.pending.get(rid) if isinstance(rid, int) else None
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(response)
+            for body in self._frames.feed(data):
+                if self._session is None:
+                    self._handshaken(body)
+                    continue
+                reply = self._session.open(body)
+                rid = reply.get("rid")
+                on_reply = self.pending.pop(rid, None) if isinstance(rid, int) else None
+                if on_reply is not None:
+                    on_reply(reply)
         except ChannelError as exc:
-            error = exc
-        finally:
-            self._shutdown(error)
+            self.close_with(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._shutdown(ChannelError("closed"))
+
+    def _handshaken(self, body: bytes) -> None:
+        assert self._handshake is not None and self.transport is not None
+        proof, self._session = self._handshake.answer(body)
+        self._session.max_size = self._max_frame
+        self._frames.max_size = self._max_frame
+        self._handshake = None
+        self.transport.write(proof)
+        if not self.ready.done():
+            self.ready.set_result(self)
+
+    def close_with(self, error: ChannelError) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        self._shutdown(error)
 
     def _shutdown(self, error: ChannelError) -> None:
         if self.closed:
             return
         self.closed = True
-        self.writer.close()
-        for waiter in self.pending.values():
-            if not waiter.done():
-                waiter.set_exception(ChannelError(error.reason, error.detail))
-        self._on_close(self)
-
-    async def close(self) -> None:
-        self._reader_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._reader_task
-        with contextlib.suppress(OSError):
-            await self.writer.wait_closed()
+        if not self.ready.done():
+            self.ready.set_exception(error)
+            self.ready.exception()  # retrieved: an abandoned connect must not log
+        pending, self.pending = self.pending, {}
+        for on_reply in pending.values():
+            on_reply(ChannelError(error.reason, error.detail))
+        if self._on_close is not None:
+            self._on_close(self)
 
 
 class ChannelPool:
-    """Pooled, reused connections to many agents, one per host id, least recently used evicted."""
+    """Pooled, reused connections to many agents, one per host id, least recently used evicted
+    beyond `max_connections` (by default what this process's descriptor limit allows)."""
 
     def __init__(
         self,
         connect_timeout: float = 5.0,
-        max_connections: int = 20000,
+        max_connections: int | None = None,
         *,
         max_frame: int = MAX_FRAME,
     ) -> None:
         self.connect_timeout = connect_timeout
-        self.max_connections = max_connections
+        self.max_connections = max_connections or max(
+            100, raise_nofile_limit() - RESERVED_DESCRIPTORS
+        )
         self.max_frame = max_frame
         self.stats: dict[str, int] = {
-            "connects": 0,
-            "reuses": 0,
-            "reconnects": 0,
-            "evictions": 0,
-            "errors": 0,
+            "connects": 0, "reuses": 0, "reconnects": 0, "evictions": 0, "errors": 0,
         }
-        self._conns: OrderedDict[str, _Connection] = OrderedDict()
-        self._connecting: dict[Endpoint, asyncio.Task[_Connection]] = {}
-        self._closing: set[asyncio.Task[None]] = set()
+        self._conns: OrderedDict[str, Connection] = OrderedDict()
+        self._connecting: dict[Endpoint, asyncio.Future[Connection]] = {}
+
+    def pooled(self, endpoint: Endpoint) -> Connection | None:
+        """The open pooled connection to this endpoint, if there is one (marked as used)."""
+        conn = self._conns.get(endpoint.host_id)
+        if conn is None or conn.closed or conn.endpoint != endpoint:
+            return None
+        self._conns.move_to_end(endpoint.host_id)
+        self.stats["reuses"] += 1
+        return conn
 
     async def request(self, endpoint: Endpoint, message: Message, timeout: float) -> Message:
         """Send a request to one agent and return its response (connecting if needed)."""
@@ -131,72 +192,63 @@ class ChannelPool:
             raise
 
     async def _request(self, endpoint: Endpoint, message: Message) -> Message:
-        conn, reused = await self._acquire(endpoint)
+        conn = self.pooled(endpoint)
+        if conn is None:
+            return await (await self.connect(endpoint)).call(message)
         try:
             return await conn.call(message)
         except ChannelError as exc:
             # a pooled connection may have died while idle; every op is idempotent
             # (run is deduplicated by job id), so one retry on a fresh connection is safe
-            if not (reused and exc.reason == "closed"):
+            if exc.reason != "closed":
                 raise
         self.stats["reconnects"] += 1
-        conn, _ = await self._acquire(endpoint)
-        return await conn.call(message)
+        return await (await self.connect(endpoint)).call(message)
 
-    async def _acquire(self, endpoint: Endpoint) -> tuple[_Connection, bool]:
-        conn = self._conns.get(endpoint.host_id)
-        if conn is not None and not conn.closed and conn.endpoint == endpoint:
-            self._conns.move_to_end(endpoint.host_id)
-            self.stats["reuses"] += 1
-            return conn, True
-        if conn is not None:
-            self._drop(conn)
-        task = self._connecting.get(endpoint)
-        if task is None:
-            task = asyncio.create_task(self._connect(endpoint))
-            self._connecting[endpoint] = task
-            task.add_done_callback(lambda t: self._connect_done(endpoint, t))
+    async def connect(self, endpoint: Endpoint) -> Connection:
+        """A new connection to the endpoint, pooled; one connect at a time per endpoint."""
+        future = self._connecting.get(endpoint)
+        if future is None:
+            future = asyncio.ensure_future(self._connect(endpoint))
+            self._connecting[endpoint] = future
+            future.add_done_callback(lambda f: self._connect_done(endpoint, f))
         # shield: one caller timing out must not abort a connect others are waiting for
-        return await asyncio.shield(task), False
+        return await asyncio.shield(future)
 
-    def _connect_done(self, endpoint: Endpoint, task: asyncio.Task[_Connection]) -> None:
-        if self._connecting.get(endpoint) is task:
+    def _connect_done(self, endpoint: Endpoint, future: asyncio.Future[Connection]) -> None:
+        if self._connecting.get(endpoint) is future:
             del self._connecting[endpoint]
-        if not task.cancelled():
-            task.exception()  # retrieved here so an abandoned failure is not logged as lost
+        if not future.cancelled():
+            future.exception()  # retrieved here so an abandoned failure is not logged as lost
 
-    async def _connect(self, endpoint: Endpoint) -> _Connection:
+    async def _connect(self, endpoint: Endpoint) -> Connection:
+        old = self._conns.pop(endpoint.host_id, None)
+        if old is not None:
+            old.close()
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.connect_timeout):
-                reader, writer = await asyncio.open_connection(endpoint.address, endpoint.port)
+                _, conn = await loop.create_connection(
+                    lambda: Connection(endpoint, self.max_frame), endpoint.address, endpoint.port
+                )
+                await conn.ready
         except TimeoutError:
             raise ChannelError("timeout", f"connect {endpoint.host_id}") from None
         except OSError as exc:
             raise ChannelError("unreachable", f"{endpoint.host_id}: {exc}") from None
-        try:
-            session = await client_handshake(
-                reader, writer, endpoint.host_id, endpoint.key, self.connect_timeout
-            )
         except BaseException:
-            writer.close()
+            with contextlib.suppress(UnboundLocalError):
+                conn.close()
             raise
-        session.max_size = self.max_frame
-        conn = _Connection(endpoint, reader, writer, session, self._forget, self.max_frame)
+        conn._on_close = self._forget
         self.stats["connects"] += 1
         self._conns[endpoint.host_id] = conn
         self._evict()
         return conn
 
-    def _forget(self, conn: _Connection) -> None:
+    def _forget(self, conn: Connection) -> None:
         if self._conns.get(conn.endpoint.host_id) is conn:
             del self._conns[conn.endpoint.host_id]
-
-    def _drop(self, conn: _Connection) -> None:
-        self._forget(conn)
-        task = asyncio.create_task(conn.close())
-        # keep a reference until done: the loop itself only holds tasks weakly
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
 
     def _evict(self) -> None:
         excess = len(self._conns) - self.max_connections
@@ -206,13 +258,13 @@ class ChannelPool:
         idle = (c for c in self._conns.values() if not c.pending)
         for conn in list(itertools.islice(idle, excess)):
             self.stats["evictions"] += 1
-            self._drop(conn)
+            conn.close()
 
     async def close(self) -> None:
         """Close every pooled connection and abandon connects in progress."""
-        for task in [*self._connecting.values()]:
-            task.cancel()
-        conns = [*self._conns.values()]
+        for future in [*self._connecting.values()]:
+            future.cancel()
+        for conn in [*self._conns.values()]:
+            conn.close()
         self._conns.clear()
-        closing = [*(c.close() for c in conns), *self._closing]
-        await asyncio.gather(*closing, return_exceptions=True)
+        await asyncio.sleep(0)  # let the transports close

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 
-from agent.process import signal_group
+from agent.containment import Cage
+from agent.protocol import PAUSED, RUNNING, STOPPING
 
-RUNNING = "running"
-PAUSED = "paused"
-STOPPING = "stopping"
+__all__ = ["Control", "PAUSED", "RUNNING", "STOPPING"]
 
 
 class Control:
-    """The job's wishes (paused, stopping) and, once it runs, its process group and clock.
+    """The job's wishes (paused, stopping) and, once it runs, its processes and clock.
 
     Before the process exists the wishes are only remembered: a paused job starts frozen,
     a stopped one never starts. The clock counts running time only, so that time spent
@@ -25,6 +23,7 @@ class Control:
         self.paused = paused
         self.stopping = False
         self.pgid: int | None = None
+        self.cage: Cage | None = None
         self.ended = False
         self._active = 0.0
         self._since: float | None = None
@@ -45,8 +44,8 @@ class Control:
         if self.paused or self.stopping or self.ended:
             return False
         self.paused = True
-        if self.pgid is not None:
-            signal_group(self.pgid, signal.SIGSTOP)
+        if self.cage is not None:
+            self.cage.freeze()
             self._clock_stop()
         self._notify()
         return True
@@ -56,8 +55,8 @@ class Control:
         if not self.paused or self.stopping or self.ended:
             return False
         self.paused = False
-        if self.pgid is not None:
-            signal_group(self.pgid, signal.SIGCONT)
+        if self.cage is not None:
+            self.cage.thaw()
             self._clock_start()
         self._notify()
         return True
@@ -70,20 +69,18 @@ class Control:
         self._notify()
         return True
 
-    def attach(self, pgid: int, *, frozen: bool) -> None:
-        """The job's process group exists now; bring it in line with the wishes so far."""
-        self.pgid = pgid
-        if self.paused:
-            signal_group(pgid, signal.SIGSTOP)
-            return
-        if frozen:
-            signal_group(pgid, signal.SIGCONT)  # resumed while it was being spawned
-        self._clock_start()
+    def attach(self, cage: Cage, *, held: bool) -> None:
+        """The job's processes exist now (the first one `held` stopped, before any line of
+        the plugin ran): bring them in line with the wishes so far."""
+        self.cage, self.pgid = cage, cage.pid
+        cage.begin(paused=self.paused, held=held)
+        if not self.paused:
+            self._clock_start()
 
     def detach(self) -> None:
         """The job's process has exited: never signal its (reusable) group id again."""
         self._clock_stop()
-        self.pgid = None
+        self.pgid = self.cage = None
         self.paused = False
         self.ended = True
         self._notify()

@@ -3,25 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
+import contextlib
 import json
 import os
 import pwd
 import re
 import shutil
 import subprocess
-import tempfile
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from agent import containment as containment_module
+from agent.containment import AUTO, Cage
 from agent.control import Control
 from agent.errors import JobRefused
-from agent.process import kill_group, stop_group, until_stopped, wait_in_thread
+from agent.process import until_stopped, wait_in_thread
+from agent.protocol import INTERPRETERS, JobChecker
 from agent.results import (
     NO_OUTPUT,
     STOPPED_BY_OPERATOR,
@@ -30,32 +31,26 @@ from agent.results import (
     refused_result,
     stopped_before_start,
 )
-from agent.signing import canonical_bytes, verify
+from agent.workdir import JobDir, Owner, WorkDirError, WorkRoot, default_work_dir
 
 __all__ = [
     "Account", "Executor", "Plan", "job_env", "param_env", "refused_result", "resolve_account",
 ]
 
-INTERPRETERS: dict[str, str] = {"bash": ".sh", "sh": ".sh", "python3": ".py"}
 EXEC_MODES = ("process", "dry")
 CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 OUTPUT_CAP = 64 * 1024
 KILL_GRACE = 2.0
-VERIFIED_CACHE = 1024
-# A job that starts frozen stops itself before its interpreter is even exec'd, so not one
-# instruction of the plugin runs until it is resumed.
-FROZEN_LAUNCHER = ["/bin/sh", "-c", 'kill -STOP $$ && exec "$@"', "ccs-frozen"]
+# Accounts and interpreters are looked up once in this many seconds, not once per job (as a
+# name service cache would); an account removed or changed is seen within this time.
+LOOKUP_TTL = 30.0
+# A held job stops itself before its interpreter is even exec'd, so not one instruction of the
+# plugin runs before the agent lets it: until it is resumed (a job that starts paused), and
+# until it is in its cgroup (so that nothing it forks can start outside).
+HELD_LAUNCHER = ["/bin/sh", "-c", 'kill -STOP $$ && exec "$@"', "ccs-held"]
 FREEZE_LIMIT = 5.0
+READ_SIZE = 65536
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-_JOB_FIELDS: dict[str, type] = {
-    "id": str,
-    "meta": dict,
-    "signature": str,
-    "body": str,
-    "account": str,
-    "timeout": int,
-    "params": dict,
-}
 
 
 @dataclass(frozen=True)
@@ -103,16 +98,26 @@ class Executor:
         exec_mode: str = "process",
         output_cap: int = OUTPUT_CAP,
         kill_grace: float = KILL_GRACE,
+        work_dir: str | None = None,
+        containment: str = AUTO,
     ) -> None:
+        """`work_dir`: where job directories are made (workdir.default_work_dir() if None);
+        `containment`: what holds a job's processes together (see agent.containment)."""
         if exec_mode not in EXEC_MODES:
             raise ValueError(f"exec_mode: must be one of {', '.join(EXEC_MODES)}")
         if output_cap < 0:
             raise ValueError("output_cap: must not be negative")
-        self.public_keys = list(public_keys)
-        self._verified: OrderedDict[tuple[bytes, str], None] = OrderedDict()
+        self.checker = JobChecker(public_keys)
         self.exec_mode = exec_mode
         self.output_cap = output_cap
         self.kill_grace = kill_grace
+        self.work_root = WorkRoot(work_dir or default_work_dir())
+        self.containment = containment_module.detect(containment)
+
+    def close(self) -> None:
+        """Release the work directory and the containment (jobs have ended)."""
+        self.work_root.close()
+        self.containment.close()
 
     async def run(self, job: object, **options: Any) -> dict[str, Any]:
         """Check and execute a job; a failed check becomes a "refused" result."""
@@ -122,43 +127,18 @@ class Executor:
             return refused_result(job, exc.reason)
         return await self.execute(plan, **options)
 
-    def _verify(self, meta: dict[str, Any], signed: bytes, signature: str) -> None:
-        """Verify the signature, remembering recent verified (metadata, signature) pairs: one
-        plugin version arrives in every job of a task, and Ed25519 is the costliest check."""
-        key = (signed, signature)
-        if key in self._verified:
-            self._verified.move_to_end(key)
-            return
-        verify(self.public_keys, meta, signature)
-        self._verified[key] = None
-        if len(self._verified) > VERIFIED_CACHE:
-            self._verified.popitem(last=False)
-
     def check(self, job: object) -> Plan:
-        """Run every check in order and return the plan, or raise JobRefused."""
-        job = _checked_fields(job)
+        """Run every check of PROTOCOL.md section 6 in order and return the plan, or raise
+        JobRefused."""
+        job = self.checker.check(job)
         meta = job["meta"]
-        try:
-            signed = canonical_bytes(meta)
-        except ValueError as exc:
-            raise JobRefused(f"bad-meta: {exc}") from None
-        body = _body_bytes(job["body"])
-        if hashlib.sha256(body).hexdigest() != meta["sha256"]:
-            raise JobRefused("body-hash-mismatch")
-        self._verify(meta, signed, job["signature"])
-        if job["account"] not in meta["run_as"]:
-            raise JobRefused(f"account-not-allowed: {job['account']}")
-        if not 1 <= job["timeout"] <= meta["timeout"]:
-            raise JobRefused("bad-timeout")
-        if meta["interpreter"] not in INTERPRETERS:
-            raise JobRefused("bad-interpreter")
         return Plan(
             job_id=job["id"],
             plugin=meta["plugin"],
             version=meta["version"],
             interpreter=_interpreter_path(meta["interpreter"]),
             suffix=INTERPRETERS[meta["interpreter"]],
-            body=body,
+            body=job["body"].encode(),
             account=resolve_account(job["account"]),
             timeout=job["timeout"],
             params=job["params"],
@@ -187,69 +167,101 @@ class Executor:
             data = f"dry-run {plan.plugin} v{plan.version}\n".encode()
             out = Stream(data, len(data))
             return make_result(plan.job_id, "success", 0, out, NO_OUTPUT, started)
-        workdir = None
         try:
+            job_dir = self.work_root.create(plan.suffix, plan.body, _params_json(plan),
+                                            _owner(plan.account))
+        except (OSError, WorkDirError) as exc:
+            return _spawn_failed(plan, f"work directory: {exc}", started)
+        try:
+            outcome = await self._contain(plan, job_dir, control, host_id, outputs, on_spawn)
+        finally:
+            job_dir.remove()
+        if isinstance(outcome, str):
+            return _spawn_failed(plan, outcome, started)
+        return _outcome_result(plan, outcome, started)
+
+    async def _contain(
+        self,
+        plan: Plan,
+        job_dir: JobDir,
+        control: Control,
+        host_id: str,
+        outputs: tuple[int, int] | None,
+        on_spawn: Callable[[int], None] | None,
+    ) -> _Outcome | str:
+        """Start the job in a cage of its own and supervise it; a string says why it could
+        not start."""
+        try:
+            cage = self.containment.cage()
+        except OSError as exc:
+            return f"cgroup: {exc}"
+        try:
+            held = control.paused or self.containment.holds
             try:
-                workdir = tempfile.mkdtemp(prefix="ccs-job-")
-                frozen = control.paused
-                proc = _spawn(workdir, plan, host_id, frozen=frozen)
+                proc, pipes = _spawn(job_dir, plan, host_id, held=held)
             except OSError as exc:
-                reason = f"spawn-failed: {exc}"
-                return make_result(
-                    plan.job_id, "failed", None, NO_OUTPUT, NO_OUTPUT, started, reason
-                )
+                return str(exc)
+            finally:
+                job_dir.close_stdin()
+            try:
+                cage.enter(proc.pid)
+            except OSError as exc:
+                proc.kill()  # held: not one line of the plugin has run
+                proc.wait()
+                for fd in pipes:
+                    os.close(fd)
+                return f"cgroup: {exc}"
             if on_spawn is not None:
                 on_spawn(proc.pid)
-            outcome = await self._supervise(proc, plan.timeout, control, frozen, outputs)
+            return await self._supervise(proc, pipes, cage, plan.timeout, control, held, outputs)
         finally:
-            if workdir is not None:
-                shutil.rmtree(workdir, ignore_errors=True)
-        return _outcome_result(plan, outcome, started)
+            cage.release()
 
     async def _supervise(
         self,
         proc: subprocess.Popen[bytes],
+        pipes: tuple[int, int],
+        cage: Cage,
         timeout: float,
         control: Control,
-        frozen: bool,
+        held: bool,
         outputs: tuple[int, int] | None,
     ) -> _Outcome:
         exited = wait_in_thread(proc)
         # from the moment the exit is known, the (reusable) group id is never signalled again
         exited.add_done_callback(lambda _: control.detach())
         sinks = outputs or (None, None)
-        captures: list[_Capture] = []
+        captures = [_Capture(fd, self.output_cap, sink) for fd, sink in zip(pipes, sinks,
+                                                                           strict=True)]
         try:
-            for pipe, sink in zip((proc.stdout, proc.stderr), sinks, strict=True):
-                captures.append(await _Capture.attach(pipe, self.output_cap, sink))
-            if frozen:
+            if held:
                 await until_stopped(proc.pid, exited, FREEZE_LIMIT)
             if not exited.done():
-                control.attach(proc.pid, frozen=frozen)
-            ending = await self._await_exit(proc.pid, exited, timeout, control)
+                control.attach(cage, held=held)
+            ending = await self._await_exit(cage, exited, timeout, control)
         except asyncio.CancelledError:
             # the agent is shutting down: leave nothing of the job behind, and return only
             # once the job is really gone so that a restart cannot overlap with it
             for capture in captures:
                 capture.close()
-            await kill_group(proc.pid, exited, self.kill_grace)
+            await containment_module.kill(cage, exited, self.kill_grace)
             raise
         await _finish_reading(captures, self.kill_grace)
         code = None if ending else exited.result()
         return _Outcome(code, ending, captures[0].stream(), captures[1].stream())
 
     async def _await_exit(
-        self, pgid: int, exited: asyncio.Future[int], timeout: float, control: Control
+        self, cage: Cage, exited: asyncio.Future[int], timeout: float, control: Control
     ) -> str | None:
         """Wait for the job to exit, counting only running time against its timeout; on
-        timeout or stop, end its whole process group and say which it was."""
+        timeout or stop, end every process of it and say which it was."""
         while not exited.done():
             remaining = control.remaining(timeout)
             ending = "stopped" if control.stopping else None
             if ending is None and remaining is not None and remaining <= 0:
                 ending = "timeout"
             if ending is not None:
-                await stop_group(pgid, exited, self.kill_grace)
+                await containment_module.end(cage, exited, self.kill_grace)
                 return ending
             await asyncio.wait(
                 [exited, control.wakeup()], timeout=remaining, return_when=asyncio.FIRST_COMPLETED
@@ -257,45 +269,74 @@ class Executor:
         return None
 
 
-def _spawn(workdir: str, plan: Plan, host_id: str, *, frozen: bool) -> subprocess.Popen[bytes]:
-    script = _prepare_workdir(workdir, plan)
-    argv = [plan.interpreter, script]
-    with open(os.path.join(workdir, "params.json"), "rb") as stdin:
-        return subprocess.Popen(
-            [*FROZEN_LAUNCHER, *argv] if frozen else argv,
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=workdir,
+def _spawn(
+    job_dir: JobDir, plan: Plan, host_id: str, *, held: bool
+) -> tuple[subprocess.Popen[bytes], tuple[int, int]]:
+    """Start the job; returns it and the read ends of its stdout and stderr pipes.
+
+    The pipes are made here, not by Popen, so that each end has exactly one owner: the child
+    gets the write ends (closed here once it has them), the agent the read ends (closed by
+    _Capture). A pipe owned by both a file object and an event loop transport is closed twice,
+    and the second close may hit a descriptor another thread has just opened.
+    """
+    argv = [plan.interpreter, job_dir.script]
+    out_read, out_write = os.pipe2(os.O_CLOEXEC)
+    err_read, err_write = os.pipe2(os.O_CLOEXEC)
+    try:
+        proc = subprocess.Popen(
+            [*HELD_LAUNCHER, *argv] if held else argv,
+            stdin=job_dir.stdin,
+            stdout=out_write,
+            stderr=err_write,
+            cwd=job_dir.path,
             env=job_env(plan, host_id),
             close_fds=True,
-            # own session and process group, so that pause, stop and timeout reach
-            # everything it spawned
+            # own session and process group: what a cgroup does not hold, the group does
             start_new_session=True,
             **_identity(plan.account),
         )
+    except BaseException:
+        os.close(out_read)
+        os.close(err_read)
+        raise
+    finally:
+        os.close(out_write)
+        os.close(err_write)
+    return proc, (out_read, err_read)
 
 
-def _checked_fields(job: object) -> dict[str, Any]:
-    if not isinstance(job, dict):
-        raise JobRefused("bad-job: job")
-    for name, kind in _JOB_FIELDS.items():
-        value = job.get(name)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise JobRefused(f"bad-job: {name}")
-    if not job["id"]:
-        raise JobRefused("bad-job: id")
-    return job
+def _spawn_failed(plan: Plan, reason: str, started: float) -> dict[str, Any]:
+    return make_result(
+        plan.job_id, "failed", None, NO_OUTPUT, NO_OUTPUT, started, f"spawn-failed: {reason}"
+    )
 
 
-def _body_bytes(body: str) -> bytes:
-    try:
-        return body.encode()
-    except UnicodeEncodeError:
-        raise JobRefused("bad-job: body") from None
+class _Lookups:
+    """Recent answers of account and interpreter lookups, each kept LOOKUP_TTL seconds."""
+
+    def __init__(self) -> None:
+        self._found: dict[tuple[str, str], tuple[float, Any]] = {}
+
+    def get(self, kind: str, name: str, find: Callable[[str], Any]) -> Any:
+        now = time.monotonic()
+        hit = self._found.get((kind, name))
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = find(name)  # a refusal (JobRefused) is not remembered
+        if len(self._found) > 4096:
+            self._found.clear()
+        self._found[(kind, name)] = (now + LOOKUP_TTL, value)
+        return value
+
+
+_LOOKUPS = _Lookups()
 
 
 def _interpreter_path(name: str) -> str:
+    return _LOOKUPS.get("interpreter", name, _which)  # type: ignore[no-any-return]
+
+
+def _which(name: str) -> str:
     path = shutil.which(name, path=CLEAN_PATH)
     if path is None:
         raise JobRefused(f"interpreter-not-found: {name}")
@@ -303,7 +344,13 @@ def _interpreter_path(name: str) -> str:
 
 
 def resolve_account(name: str) -> Account:
-    """Look up the account a job asks for; a non-root agent may only run as itself."""
+    """The account a job asks for (remembered for LOOKUP_TTL seconds, with the agent's euid:
+    a non-root agent may only run as itself)."""
+    return _LOOKUPS.get("account", f"{os.geteuid()}:{name}", _resolve)  # type: ignore[no-any-return]
+
+
+def _resolve(key: str) -> Account:
+    name = key.split(":", 1)[1]
     euid = os.geteuid()
     if euid != 0:
         try:
@@ -366,49 +413,52 @@ def _scalar_text(value: object) -> str | None:
     return None
 
 
-def _prepare_workdir(workdir: str, plan: Plan) -> str:
-    script = os.path.join(workdir, "job" + plan.suffix)
-    params = os.path.join(workdir, "params.json")
-    _write_private(script, plan.body)
-    _write_private(params, json.dumps(plan.params).encode())
-    if plan.account.switch:
-        # the job's account must be able to read its own script, and nobody else
-        for path in (workdir, script, params):
-            os.chown(path, plan.account.uid, plan.account.gid)
-    return script
+def _params_json(plan: Plan) -> bytes:
+    return json.dumps(plan.params).encode()
 
 
-def _write_private(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o700)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
+def _owner(account: Account) -> Owner | None:
+    # the job's account must be able to read its own script, and nobody else
+    return Owner(account.uid, account.gid) if account.switch else None
 
 
-class _Capture(asyncio.Protocol):
-    """Keeps the first `cap` bytes of a pipe and counts the rest, so memory stays bounded.
+class _Capture:
+    """Reads one pipe of the job: keeps the first `cap` bytes and counts the rest, so memory
+    stays bounded. It owns the read end: watched by the loop, closed once, by `close`.
 
     With a sink (a file descriptor), the kept bytes are also written there as they arrive,
     plus one byte more when there is more, so a reader of the file alone knows whether the
     output was truncated.
     """
 
-    def __init__(self, cap: int, sink: int | None = None) -> None:
+    def __init__(self, fd: int, cap: int, sink: int | None = None) -> None:
         self.cap = cap
         self.data = bytearray()
         self.size = 0
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.transport: asyncio.BaseTransport | None = None
+        self._loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = self._loop.create_future()
+        self._fd: int | None = fd
         self._sink = sink
         self._sunk = 0
+        try:
+            os.set_blocking(fd, False)
+            self._loop.add_reader(fd, self._readable)
+        except BaseException:
+            self.close()
+            raise
 
-    @classmethod
-    async def attach(cls, pipe: Any, cap: int, sink: int | None) -> _Capture:
-        capture = cls(cap, sink)
-        loop = asyncio.get_running_loop()
-        capture.transport, _ = await loop.connect_read_pipe(lambda: capture, pipe)
-        return capture
-
-    def data_received(self, data: bytes) -> None:
+    def _readable(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            data = os.read(self._fd, READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.close()  # end of output: every writer has closed its end
+            return
         self.size += len(data)
         room = self.cap - len(self.data)
         if room > 0:
@@ -425,13 +475,15 @@ class _Capture(asyncio.Protocol):
         except OSError:
             self._sink = None  # a full disk costs the copy, never the job
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def close(self) -> None:
+        """Stop reading (at the end of output, or when the agent stops listening)."""
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(ValueError, RuntimeError):  # the loop is closing
+                self._loop.remove_reader(fd)
+            os.close(fd)
         if not self.done.done():
             self.done.set_result(None)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
 
     def stream(self) -> Stream:
         return Stream(bytes(self.data), self.size, self.size > len(self.data))

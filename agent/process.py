@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import threading
 import time
@@ -45,6 +44,17 @@ def group_members(pgid: int) -> list[int]:
         if fields is not None and int(fields[2]) == pgid and fields[0] != "Z":
             members.append(int(name))
     return members
+
+
+def pid_alive(pid: int) -> bool:
+    """True while a process with this id exists (zombie or not; the id may have been reused)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def group_alive(pgid: int) -> bool:
@@ -88,26 +98,3 @@ async def until_stopped(pid: int, exited: asyncio.Future[int], limit: float) -> 
         if fields is None or fields[0] in ("T", "t"):
             return
         await asyncio.sleep(POLL / 10)
-
-
-async def stop_group(pgid: int, exited: asyncio.Future[int], grace: float) -> None:
-    """SIGTERM the job's process group, then SIGKILL whatever is left after the grace."""
-    signal_group(pgid, signal.SIGTERM)
-    # a paused (stopped) group must run again to act on SIGTERM
-    signal_group(pgid, signal.SIGCONT)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and group_alive(pgid):
-        await asyncio.sleep(POLL * 5)
-    await kill_group(pgid, exited, grace)
-
-
-async def kill_group(pgid: int, exited: asyncio.Future[int], settle: float) -> None:
-    """SIGKILL the group and wait until nothing of it runs any more (for at most `settle`)."""
-    signal_group(pgid, signal.SIGKILL)
-    await asyncio.wait([exited], timeout=settle)
-    deadline = time.monotonic() + settle
-    # a killed process lingers until scheduled, and one forked just before the signal
-    # may miss it: signal again until the group is really empty
-    while time.monotonic() < deadline and group_alive(pgid):
-        signal_group(pgid, signal.SIGKILL)
-        await asyncio.sleep(POLL)

@@ -1,75 +1,50 @@
-"""The agent's TCP server: authenticates connections, dispatches allowlisted ops, runs jobs once."""
+"""The agent's TCP server: authenticates connections and hands their requests to the jobs.
+
+Each connection is an asyncio protocol that runs the handshake, then opens every frame and
+answers it: at once, or when the job it waits for ends. Unauthenticated connections are
+bounded in number, per peer and in all, and in time, so a flood of silent connections cannot
+starve the agent of descriptors; every refusal is counted by reason (`health`).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import time
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from agent import __version__
-from agent.channel import HANDSHAKE_TIMEOUT, MAX_FRAME, Session, read_frame, send_frame
-from agent.channel import server_handshake as handshake
-from agent.control import PAUSED, RUNNING, STOPPING, Control
-from agent.errors import ChannelError, JobRefused
-from agent.executor import KILL_GRACE, OUTPUT_CAP, Executor, Plan
+from agent.channel import HANDSHAKE_MAX, MAX_FRAME, FrameReader, ServerHandshake, Session
+from agent.containment import AUTO
+from agent.errors import ChannelError
+from agent.executor import KILL_GRACE, OUTPUT_CAP, Executor
+from agent.jobs import RETENTION, Jobs, Message
 from agent.log import event
-from agent.results import NO_OUTPUT, make_result, refused_result, stopped_before_start
 from agent.signing import load_public_key
-from agent.spool import MemoryStore, SpoolRoot, SpoolStore
+from agent.spool import SpoolRoot
 
 log = logging.getLogger("ccs.agent")
-
-Message = dict[str, Any]
-Result = dict[str, Any]
-T = TypeVar("T")
-RETENTION = 7 * 24 * 3600.0
-DONE = "done"
-UNKNOWN = "unknown"
+# Shorter than a client's own handshake deadline: a silent peer is dropped first.
+SERVER_HANDSHAKE_TIMEOUT = 3.0
 
 
-class _Job:
-    """A received job that has not finished yet: its control and the task running it."""
+@dataclass(frozen=True)
+class Limits:
+    """How many connections the agent takes: unauthenticated ones in all and per peer address,
+    and connections of any kind per peer address. Beyond them a connection is closed at once."""
 
-    __slots__ = ("job_id", "control", "task")
+    handshakes: int
+    handshakes_per_peer: int
+    connections_per_peer: int
 
-    def __init__(self, job_id: str, control: Control) -> None:
-        self.job_id = job_id
-        self.control = control
-        self.task: asyncio.Task[Result] | None = None
-
-
-class _Host:
-    """One host identity: its unfinished jobs by id, and the store of finished ones."""
-
-    def __init__(self, host_id: str, store: MemoryStore | SpoolStore) -> None:
-        self.host_id = host_id
-        self.store = store
-        self.jobs: dict[str, _Job] = {}
-
-    @property
-    def paused(self) -> int:
-        return sum(1 for job in self.jobs.values() if job.control.paused)
-
-
-class _Connection:
-    """One authenticated connection: its session, write lock and in-flight request tasks."""
-
-    def __init__(self, session: Session, writer: asyncio.StreamWriter) -> None:
-        self.session = session
-        self.writer = writer
-        self.lock = asyncio.Lock()
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    async def send(self, message: Message) -> None:
-        async with self.lock:
-            # seal inside the lock: sequence numbers must reach the wire in order
-            await send_frame(self.writer, self.session.seal(message))
+    @classmethod
+    def for_identities(cls, count: int) -> Limits:
+        """A host has a few control-plane processes as peers; a simulated fleet of `count`
+        identities is reached by each of them once per identity."""
+        return cls(max(256, 2 * count), max(32, 2 * count), max(64, 4 * count))
 
 
 class AgentServer:
@@ -85,59 +60,55 @@ class AgentServer:
         output_cap: int = OUTPUT_CAP,
         *,
         max_frame: int = MAX_FRAME,
-        handshake_timeout: float = HANDSHAKE_TIMEOUT,
+        handshake_timeout: float = SERVER_HANDSHAKE_TIMEOUT,
         kill_grace: float = KILL_GRACE,
         spool: str | None = None,
         retention: float = RETENTION,
         start_delay: float = 0.0,
+        limits: Limits | None = None,
+        work_dir: str | None = None,
+        containment: str = AUTO,
     ) -> None:
         self.listen_host = listen_host
         self.listen_port = listen_port
-        self.counters: dict[str, int] = {}
+        self.counters: Counter[str] = Counter()
         self.max_frame = max_frame
         self.handshake_timeout = handshake_timeout
-        self.retention = retention
-        self.start_delay = start_delay
+        self.limits = limits or Limits.for_identities(len(keys))
         self.executor = Executor(
             [_public_key(k) for k in public_keys],
             exec_mode=exec_mode,
             output_cap=output_cap,
             kill_grace=kill_grace,
+            work_dir=work_dir,
+            containment=containment,
         )
-        self._keys = dict(keys)
-        self._spool = SpoolRoot(spool, output_cap) if spool is not None else None
-        self._hosts: dict[str, _Host] = {}
+        self.jobs = Jobs(
+            self.executor,
+            spool=SpoolRoot(spool, output_cap) if spool is not None else None,
+            retention=retention,
+            start_delay=start_delay,
+            health=self._health,
+        )
+        self.keys = dict(keys)
+        # stands in for the key of a host id this agent does not serve (ServerHandshake)
+        self.decoy = os.urandom(32)
+        self.connections: set[_Connection] = set()
+        self.handshaking: Counter[str] = Counter()
+        self.by_peer: Counter[str] = Counter()
         self._server: asyncio.Server | None = None
-        self._handlers: set[asyncio.Task[Any]] = set()
-        self._pruner: asyncio.Task[None] | None = None
-        self._started = time.monotonic()
-        self._ops: dict[str, Callable[[_Host, Message], Awaitable[Message]]] = {
-            "health": self._op_health,
-            "run": self._op_run,
-            "status": self._op_status,
-            "result": self._op_status,
-            "pause": self._op_pause,
-            "resume": self._op_resume,
-            "stop": self._op_stop,
-        }
 
     @property
     def ops(self) -> list[str]:
         """The operation allowlist."""
-        return list(self._ops)
+        return list(self.jobs.ops)
 
     async def start(self) -> None:
         """Open the spool, recover what a previous run left, then accept connections."""
-        self._started = time.monotonic()
-        if self._spool is not None:
-            self._spool.open()
-        for host_id in self._keys:
-            store = self._spool.store(host_id) if self._spool is not None else MemoryStore()
-            self._hosts[host_id] = host = _Host(host_id, store)
-            self._recover(host)
-        self._pruner = asyncio.create_task(self._prune_loop())
-        self._server = await asyncio.start_server(
-            self._handle, self.listen_host, self.listen_port, backlog=4096
+        self.jobs.open(list(self.keys))
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: _Connection(self), self.listen_host, self.listen_port, backlog=4096
         )
 
     @property
@@ -151,343 +122,179 @@ class AgentServer:
         """Stop listening, drop connections and kill running jobs (a spool reports them lost)."""
         if self._server is not None:
             self._server.close()
-        tasks = [*self._handlers]
-        tasks += [j.task for h in self._hosts.values() for j in h.jobs.values() if j.task]
-        if self._pruner is not None:
-            tasks.append(self._pruner)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        for connection in [*self.connections]:
+            connection.abort()
+        await self.jobs.close()
+        self.executor.close()
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
-        if self._spool is not None:
-            self._spool.close()
 
-    # -- connections ------------------------------------------------------------------------
+    def admit(self, peer: str) -> str | None:
+        """Why a new connection from `peer` is refused, or None to take it (then counted)."""
+        if sum(self.handshaking.values()) >= self.limits.handshakes:
+            return "too-many-handshakes"
+        if self.handshaking[peer] >= self.limits.handshakes_per_peer:
+            return "too-many-handshakes-per-peer"
+        if self.by_peer[peer] >= self.limits.connections_per_peer:
+            return "too-many-connections-per-peer"
+        self.handshaking[peer] += 1
+        self.by_peer[peer] += 1
+        return None
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._handlers.add(task)
-        host_id: str | None = None
+    def reject(self, peer: str, host_id: str | None, reason: str, detail: str = "") -> None:
+        self.counters[reason] += 1
+        event("connection-rejected", logging.WARNING, peer=peer, host=host_id, reason=reason,
+              detail=detail or None)
+
+    def _health(self) -> dict[str, Any]:
+        return {"rejected": dict(self.counters), "rejected_total": sum(self.counters.values()),
+                "containment": self.executor.containment.kind}
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: handshake, then requests answered as they complete."""
+
+    def __init__(self, server: AgentServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.peer = self.address = "-"
+        self.frames = FrameReader(HANDSHAKE_MAX)
+        self.handshake: ServerHandshake | None = ServerHandshake(server.keys.get, server.decoy)
+        self.session: Session | None = None
+        self.host_id = ""
+        self.closed = False
+        self._deadline: asyncio.TimerHandle | None = None
+        self._counted = False
+
+    # -- asyncio callbacks ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment] # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self.address, self.peer = str(peer[0]), f"{peer[0]}:{peer[1]}"
+        refusal = self.server.admit(self.address)
+        if refusal is not None:
+            self.server.reject(self.peer, None, refusal)
+            self.closed = True
+            transport.abort()
+            return
+        self._counted = True
+        self.server.connections.add(self)
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(self.server.handshake_timeout, self._too_slow)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
         try:
-            session = await handshake(reader, writer, self._keys.get, self.handshake_timeout)
-            host_id = session.host_id
-            await self._serve(session, reader, writer)
+            for body in self.frames.feed(data):
+                self._frame(body)
+                if self.closed:
+                    return
         except ChannelError as exc:
-            self._reject(_peer(writer), host_id, exc)
-        except asyncio.CancelledError:
-            # close() cancels handlers; ending normally spares asyncio's stream callback
-            # (3.11) from calling exception() on a cancelled task and logging an error
-            pass
-        finally:
-            self._handlers.discard(task)
-            writer.close()
+            self._fail(exc.reason, exc.detail)
 
-    def _reject(self, peer: str, host_id: str | None, exc: ChannelError) -> None:
-        self.counters[exc.reason] = self.counters.get(exc.reason, 0) + 1
-        if host_id is None and exc.reason in ("unknown-host", "bad-proof"):
-            host_id = exc.detail  # the host id the peer claimed
-        event(
-            "connection-rejected",
-            logging.WARNING,
-            peer=peer,
-            host=host_id,
-            reason=exc.reason,
-            detail=exc.detail or None,
-        )
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.handshake is not None and not self.closed:
+            # the peer hung up during the handshake: for an id we do not serve, that is
+            # the end a peer without keys comes to (it cannot check our decoy proof)
+            unknown = self.handshake.host_id is not None and not self.handshake.known
+            self.server.reject(self.peer, self.handshake.host_id,
+                               "unknown-host" if unknown else "closed")
+        self._release()
 
-    async def _serve(
-        self, session: Session, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        session.max_size = self.max_frame
-        conn = _Connection(session, writer)
-        host = self._hosts[session.host_id]
-        try:
-            while True:
-                try:
-                    body = await read_frame(reader, self.max_frame)
-                except ChannelError as exc:
-                    if exc.reason == "closed":
-                        return  # the peer hung up between frames: a normal end
-                    raise
-                message = session.open(body)
-                task = asyncio.create_task(self._respond(conn, host, message))
-                conn.tasks.add(task)
-                task.add_done_callback(conn.tasks.discard)
-        finally:
-            # responders only wait for jobs; the jobs themselves keep running
-            for task in [*conn.tasks]:
-                task.cancel()
+    # -- frames ------------------------------------------------------------------------------
 
-    async def _respond(self, conn: _Connection, host: _Host, message: Message) -> None:
+    def _frame(self, body: bytes) -> None:
+        if self.session is not None:
+            self._request(self.session.open(body))
+            return
+        assert self.handshake is not None and self.transport is not None
+        if self.handshake.host_id is None:
+            self.transport.write(self.handshake.reply(body))
+            return
+        self.session = self.handshake.confirm(body)
+        self.session.max_size = self.server.max_frame
+        self.host_id = self.session.host_id
+        self.handshake = None
+        self.frames.max_size = self.server.max_frame
+        self._authenticated()
+
+    def _request(self, message: Message) -> None:
         rid = message.get("rid")
         try:
-            reply = await self._dispatch(host, message)
+            reply = self.server.jobs.handle(self.host_id, message)
         except Exception:
-            log.exception("request-failed host=%s", host.host_id)
+            log.exception("request-failed host=%s", self.host_id)
             reply = {"ok": False, "error": "internal"}
+        if isinstance(reply, dict):
+            self._send(rid, reply)
+        else:
+            reply.add_done_callback(lambda done: self._send_when_done(rid, done))
+
+    def _send_when_done(self, rid: object, done: asyncio.Future[Message]) -> None:
+        if done.cancelled():
+            return  # the agent is shutting down
+        if (exc := done.exception()) is not None:
+            log.error("request-failed host=%s", self.host_id, exc_info=exc)
+            self._send(rid, {"ok": False, "error": "internal"})
+            return
+        self._send(rid, done.result())
+
+    def _send(self, rid: object, reply: Message) -> None:
+        if self.closed or self.session is None or self.transport is None:
+            return  # the connection is gone; a job's result stays available by id
         try:
-            await conn.send({"rid": rid, **reply})
+            frame = self.session.seal({"rid": rid, **reply})
         except ChannelError as exc:
             if exc.reason != "too-large":
-                return  # the connection is gone; the job result stays available by id
+                raise
             # the client must not wait for an answer that can never be framed
-            with contextlib.suppress(ChannelError):
-                await conn.send({"rid": rid, "ok": False, "error": "reply-too-large"})
+            frame = self.session.seal({"rid": rid, "ok": False, "error": "reply-too-large"})
+        self.transport.write(frame)
 
-    async def _dispatch(self, host: _Host, message: Message) -> Message:
-        op = message.get("op")
-        # the allowlist comes first: an unknown op gets no further parsing
-        handler = self._ops.get(op) if isinstance(op, str) else None
-        if handler is None:
-            return {"ok": False, "error": f"unknown-op: {str(op)[:64]}"}
-        return await handler(host, message)
+    # -- state -------------------------------------------------------------------------------
 
-    # -- ops ------------------------------------------------------------------------------
+    def _authenticated(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        self.server.handshaking[self.address] -= 1
 
-    async def _op_health(self, host: _Host, message: Message) -> Message:
-        return {
-            "ok": True,
-            "host_id": host.host_id,
-            "version": __version__,
-            "uptime": time.monotonic() - self._started,
-            "running": len(host.jobs),
-            "paused": host.paused,
-            "jobs": len(host.jobs) + host.store.count(),
-            "spool": host.store.usage(),
-            "rejected": dict(self.counters),
-            "rejected_total": sum(self.counters.values()),
-        }
+    def _too_slow(self) -> None:
+        self._fail("timeout", "handshake")
 
-    async def _op_status(self, host: _Host, message: Message) -> Message:
-        job_id = _job_id(message)
-        if job_id is None:
-            return _BAD_JOB_ID
-        return self._view(host, job_id)
+    def _fail(self, reason: str, detail: str = "") -> None:
+        host_id = self.host_id or (self.handshake.host_id if self.handshake else None)
+        self.server.reject(self.peer, host_id, reason, detail)
+        self.abort()
 
-    async def _op_pause(self, host: _Host, message: Message) -> Message:
-        job_id = _job_id(message)
-        if job_id is None:
-            return _BAD_JOB_ID
-        job = host.jobs.get(job_id)
-        if job is not None:
-            if job.control.pause():
-                if not job.control.started:
-                    host.store.hold(job_id)  # a restart before it starts keeps it frozen
-                _job_event("job-paused", host, job)
-        elif host.store.result(job_id) is None and not host.store.held(job_id):
-            host.store.hold(job_id)
-            event("job-paused", host=host.host_id, job=job_id, received=False)
-        return self._view(host, job_id)
+    def abort(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+        self._release()
 
-    async def _op_resume(self, host: _Host, message: Message) -> Message:
-        job_id = _job_id(message)
-        if job_id is None:
-            return _BAD_JOB_ID
-        job = host.jobs.get(job_id)
-        if job is not None:
-            if job.control.resume():
-                host.store.release(job_id)
-                _job_event("job-resumed", host, job)
-        elif host.store.held(job_id):
-            host.store.release(job_id)
-            event("job-resumed", host=host.host_id, job=job_id, received=False)
-            return _reply(RUNNING)  # it will start normally when it arrives
-        return self._view(host, job_id)
-
-    async def _op_stop(self, host: _Host, message: Message) -> Message:
-        job_id = _job_id(message)
-        if job_id is None:
-            return _BAD_JOB_ID
-        job = host.jobs.get(job_id)
-        if job is not None:
-            if job.control.stop():
-                _job_event("job-stopped", host, job)
-        elif host.store.result(job_id) is None:
-            # a tombstone: when the job arrives it finds this result and never runs; written
-            # without an await, so that no delivery of the job can come in between
-            host.store.finish(job_id, stopped_before_start(job_id))
-            event("job-stopped", host=host.host_id, job=job_id, received=False)
-            return _reply(STOPPING)
-        return self._view(host, job_id)
-
-    def _view(self, host: _Host, job_id: str) -> Message:
-        job = host.jobs.get(job_id)
-        if job is not None:
-            return _reply(job.control.state, pid=job.control.pgid)
-        result = host.store.result(job_id)
-        if result is not None:
-            return _reply(DONE, result)
-        return _reply(PAUSED if host.store.held(job_id) else UNKNOWN)
-
-    async def _op_run(self, host: _Host, message: Message) -> Message:
-        job = message.get("job")
-        if not isinstance(job, dict):
-            return {"ok": False, "error": "bad-field: job"}
-        job_id = job.get("id") if isinstance(job.get("id"), str) else None
-        # no await from here to the insert in _admit: a second delivery cannot slip in
-        known = host.jobs.get(job_id) if job_id is not None else None
-        if known is None and job_id is not None:
-            stored = host.store.result(job_id)
-            if stored is not None:
-                return {"ok": True, "result": stored}
-        if known is None:
-            try:
-                plan = self.executor.check(job)
-            except JobRefused as exc:
-                event("job-refused", host=host.host_id, job=job_id, reason=exc.reason)
-                return {"ok": True, "result": refused_result(job, exc.reason)}
-            known = self._admit(host, plan, job, spooled=False)
-        assert known.task is not None
-        # shield: a dropped connection must not cancel the job itself
-        return {"ok": True, "result": await asyncio.shield(known.task)}
-
-    # -- jobs -------------------------------------------------------------------------------
-
-    def _admit(self, host: _Host, plan: Plan, job: dict[str, Any], *, spooled: bool) -> _Job:
-        record = _Job(plan.job_id, Control(paused=host.store.held(plan.job_id)))
-        host.jobs[plan.job_id] = record
-        record.task = asyncio.create_task(self._execute(host, record, plan, job, spooled))
-        event(
-            "job-received",
-            host=host.host_id,
-            job=plan.job_id,
-            plugin=plan.plugin,
-            version=plan.version,
-            account=plan.account.name,
-            paused=record.control.paused,
-            recovered=spooled,
-        )
-        return record
-
-    async def _execute(
-        self, host: _Host, record: _Job, plan: Plan, job: dict[str, Any], spooled: bool
-    ) -> Result:
-        try:
-            if not spooled:
-                try:
-                    await self._io(host, host.store.receive, job)
-                except OSError as exc:
-                    # backup first: a job that cannot be spooled does not run (nor is it
-                    # remembered, so delivering it again tries again)
-                    reason = f"spool-failed: {exc.strerror or exc}"
-                    event("job-refused", host=host.host_id, job=plan.job_id, reason=reason)
-                    return refused_result(job, reason)
-                if host.store.durable:
-                    event("job-spooled", host=host.host_id, job=plan.job_id)
-            await self._delay_start(record.control)
-            if record.control.stopping:
-                result = stopped_before_start(plan.job_id)
-            else:
-                result = await self._run(host, record, plan)
-            await self._io(host, host.store.finish, plan.job_id, result)
-            event(
-                "job-end",
-                host=host.host_id,
-                job=plan.job_id,
-                status=result["status"],
-                exit_code=result["exit_code"],
-                reason=result["reason"],
-            )
-            return result
-        finally:
-            # only now: until the result is stored, the live record answers for this id
-            host.jobs.pop(plan.job_id, None)
-
-    async def _delay_start(self, control: Control) -> None:
-        """The documented `start_delay` hook: wait between spooling and starting."""
-        deadline = time.monotonic() + self.start_delay
-        while not control.stopping and (left := deadline - time.monotonic()) > 0:
-            await asyncio.wait([control.wakeup()], timeout=left)
-
-    async def _run(self, host: _Host, record: _Job, plan: Plan) -> Result:
-        try:
-            outputs = await self._io(host, host.store.start, plan.job_id)
-        except OSError as exc:
-            reason = f"spool-failed: {exc.strerror or exc}"
-            return make_result(
-                plan.job_id, "failed", None, NO_OUTPUT, NO_OUTPUT, time.time(), reason
-            )
-
-        def spawned(pgid: int) -> None:
-            host.store.spawned(plan.job_id, pgid)
-            event(
-                "job-start",
-                host=host.host_id,
-                job=plan.job_id,
-                pid=pgid,
-                paused=record.control.paused,
-            )
-
-        try:
-            return await self.executor.execute(
-                plan,
-                control=record.control,
-                host_id=host.host_id,
-                outputs=outputs,
-                on_spawn=spawned,
-            )
-        finally:
-            for fd in outputs or ():
-                os.close(fd)
-
-    def _recover(self, host: _Host) -> None:
-        """Report jobs a previous agent left running as lost; start the ones it never started."""
-        recovery = host.store.recover()
-        for job_id, killed in recovery.lost:
-            # killed: the group the job left running, ended now (systemd usually did already)
-            event("job-lost", logging.WARNING, host=host.host_id, job=job_id, killed=killed)
-        for job in recovery.pending:
-            try:
-                plan = self.executor.check(job)
-            except JobRefused as exc:
-                host.store.finish(job["id"], refused_result(job, exc.reason))
-                event("job-refused", host=host.host_id, job=job["id"], reason=exc.reason)
-                continue
-            self._admit(host, plan, job, spooled=True)
-
-    async def _prune_loop(self) -> None:
-        """Forget finished jobs after the retention period, so the spool cannot grow forever."""
-        interval = min(max(self.retention / 4, 0.05), 600.0)
-        while True:
-            cutoff = time.time() - self.retention
-            for host in list(self._hosts.values()):
-                pruned = await self._io(host, host.store.prune, cutoff)
-                if pruned:
-                    event("jobs-pruned", logging.DEBUG, host=host.host_id, count=pruned)
-            await asyncio.sleep(interval)
-
-    async def _io(self, host: _Host, fn: Callable[..., T], *args: Any) -> T:
-        """Run a store call; disk writes (fsync) go to a thread so the loop keeps serving."""
-        if host.store.durable:
-            return await asyncio.to_thread(fn, *args)
-        return fn(*args)
-
-
-def _reply(state: str, result: Result | None = None, pid: int | None = None) -> Message:
-    return {"ok": True, "state": state, "result": result, "pid": pid}
-
-
-_BAD_JOB_ID: Message = {"ok": False, "error": "bad-field: job_id"}
-
-
-def _job_id(message: Message) -> str | None:
-    job_id = message.get("job_id")
-    return job_id if isinstance(job_id, str) and job_id else None
-
-
-def _job_event(name: str, host: _Host, job: _Job) -> None:
-    event(name, host=host.host_id, job=job.job_id, pid=job.control.pgid, received=True)
+    def _release(self) -> None:
+        if not self._counted:
+            return
+        self._counted = False
+        self.closed = True
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+        if self.session is None:
+            self.server.handshaking[self.address] -= 1
+        self.server.by_peer[self.address] -= 1
+        self.server.connections.discard(self)
 
 
 def _public_key(key: Ed25519PublicKey | str | bytes) -> Ed25519PublicKey:
     return key if isinstance(key, Ed25519PublicKey) else load_public_key(key)
 
 
-def _peer(writer: asyncio.StreamWriter) -> str:
-    peer = writer.get_extra_info("peername")
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
-    return str(peer)
+__all__ = ["AgentServer", "Limits", "RETENTION"]

@@ -30,12 +30,13 @@ _SHA256_HEX = re.compile(r"[0-9a-f]{64}\Z")
 
 def canonical_bytes(meta: dict[str, Any]) -> bytes:
     """Return the exact bytes that are signed; raise ValueError naming a bad field."""
-    _check_meta(meta)
+    check_meta(meta)
     text = json.dumps(meta, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return text.encode()
 
 
-def _check_meta(meta: object) -> None:
+def check_meta(meta: object) -> None:
+    """Raise ValueError naming the first field of `meta` that is missing, extra or malformed."""
     if not isinstance(meta, dict):
         raise ValueError("meta: must be an object")
     missing = sorted(META_FIELDS.keys() - meta.keys())

@@ -1,18 +1,29 @@
-"""Shared set-up for benchmarks: a PostgreSQL database of their own and Django configured on it."""
+"""Shared set-up for benchmarks: a PostgreSQL database of their own, Django configured on it,
+simulated datacenters with one agent fleet each, and the Procfile's processes running on it."""
 
+import math
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# One datacenter worker process holds one pooled channel per host of its datacenter; with the
+# hard limit of 20,000 descriptors a process has on this box, a datacenter gets at most this
+# many simulated hosts (more hosts: more datacenters, each with its worker and its fleet).
+HOSTS_PER_DC = 16_000
+# A fleet process serves at most this many simulated hosts: each is reached by its
+# datacenter's worker and, for the channel floor, by one more process (two descriptors).
+HOSTS_PER_FLEET = 8_000
 
 
 def django_on_bench_database(name: str = "ccs_bench") -> str:
     """Point Django at PostgreSQL database `name` (created if missing) and set it up."""
     base = os.environ.get("CCS_BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    name = os.environ.get("CCS_BENCH_DATABASE", name)
     import psycopg
 
     with psycopg.connect(base, autocommit=True) as conn:
@@ -31,51 +42,103 @@ def django_on_bench_database(name: str = "ccs_bench") -> str:
     return url
 
 
-def seed(hosts: int, exec_mode: str) -> dict[str, dict]:
-    """`hosts` simulated hosts under bench/n<hosts>/<dc> in dc1 and dc2, and fleet configs."""
+@dataclass(frozen=True)
+class Fleet:
+    """One `ccs-agent fleet` process: where it listens and its config."""
+
+    name: str
+    port: int
+    config: Path
+
+
+@dataclass(frozen=True)
+class SeededDc:
+    """A simulated datacenter: its hosts' count and the fleet (one or more processes) that
+    serves them."""
+
+    name: str
+    count: int
+    fleets: list[Fleet]
+
+
+def datacenter_names(hosts: int, per_dc: int = HOSTS_PER_DC) -> list[str]:
+    """dc1 and dc2, and more datacenters when the hosts do not fit two."""
+    return [f"dc{i}" for i in range(1, max(2, math.ceil(hosts / per_dc)) + 1)]
+
+
+def seed(hosts: int, exec_mode: str, per_dc: int = HOSTS_PER_DC) -> list[SeededDc]:
+    """`hosts` simulated hosts under bench/n<hosts>/<dc>, spread evenly over the datacenters
+    (dc1, dc2, ...), and one fleet config per datacenter."""
     from django.conf import settings
     from django.core.management import call_command
+    from django.db import connection
 
     from ccs.stack import free_port
     from permissions.services import datacenter_ensure, node_ensure, simulated_hosts_ensure
 
-    seeded = {}
-    for index, name in enumerate(("dc1", "dc2")):
-        count = hosts // 2 + (hosts % 2 if index == 0 else 0)
-        port = free_port()
-        # Each size has its own hosts, so runs of different sizes share the database.
-        simulated_hosts_ensure(
-            datacenter=datacenter_ensure(name=name),
-            node=node_ensure(path=f"bench/n{hosts}/{name}"),
-            prefix=f"bench{hosts}-{name}", count=count, address="127.0.0.1", port=port,
-        )
-        path = settings.VAR_DIR / f"bench-fleet-{name}.json"
-        call_command("fleet_config", datacenter=name, listen=f"127.0.0.1:{port}", out=path,
-                     exec_mode=exec_mode, verbosity=0)
-        seeded[name] = {"port": port, "path": path, "count": count}
+    names = datacenter_names(hosts, per_dc)
+    seeded = []
+    for index, name in enumerate(names):
+        count = _share(hosts, len(names), index)
+        parts = math.ceil(count / HOSTS_PER_FLEET)
+        fleets = []
+        for part in range(parts):
+            port, node = free_port(), f"bench/n{hosts}/{name}/f{part}"
+            # Each size has its own hosts, so runs of different sizes share the database.
+            simulated_hosts_ensure(
+                datacenter=datacenter_ensure(name=name), node=node_ensure(path=node),
+                prefix=f"bench{hosts}-{name}-f{part}", count=_share(count, parts, part),
+                address="127.0.0.1", port=port,
+            )
+            path = settings.VAR_DIR / f"bench-fleet-{name}-f{part}.json"
+            call_command("fleet_config", datacenter=name, listen=f"127.0.0.1:{port}",
+                         out=path, exec_mode=exec_mode, node=node, verbosity=0)
+            fleets.append(Fleet(f"fleet-{name}-f{part}", port, path))
+        seeded.append(SeededDc(name, count, fleets))
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE permissions_host")
     return seeded
 
 
+def _share(total: int, parts: int, index: int) -> int:
+    return total // parts + (1 if index < total % parts else 0)
+
+
+def dc_worker_command(datacenter: str) -> str:
+    """The Procfile's datacenter worker line, for any datacenter."""
+    from ccs.stack import procfile_entries
+
+    return procfile_entries()["worker-dc1"].replace("dc1", datacenter)
+
+
 @contextmanager
-def bench_stack(hosts: int, exec_mode: str, extra: tuple[str, ...] = (), **env: str) -> Iterator:
-    """The Procfile's workers (and `extra` processes) on the bench database, with one
-    simulated fleet per datacenter serving `hosts` hosts; stopped on exit."""
+def bench_stack(
+    hosts: int, exec_mode: str, extra: tuple[str, ...] = (), **env: str
+) -> Iterator:
+    """The Procfile's control processes (and `extra` ones), one worker and one simulated fleet
+    per datacenter, on the bench database; stopped on exit. Yields (stack, datacenters)."""
     from django.conf import settings
 
-    from ccs.stack import WORKER_PROCESSES, Stack, StackError, port_open, wait_for, workers_ready
+    from ccs.stack import Stack, StackError, port_open, wait_for, workers_ready
 
     seeded = seed(hosts, exec_mode)
     stack = Stack()
     stack.env.update(DATABASE_URL=os.environ["DATABASE_URL"], **env)
+    workers = ["controller", "callbacks"]
     try:
-        for name, config in seeded.items():
-            stack.start(f"fleet-{name}", f"ccs-agent fleet --config {config['path']}")
-        for name in (*WORKER_PROCESSES, *extra):
+        fleets = [fleet for dc in seeded for fleet in dc.fleets]
+        for fleet in fleets:
+            stack.start(fleet.name, f"ccs-agent fleet --config {fleet.config}")
+        for dc in seeded:
+            stack.start(f"worker-{dc.name}", dc_worker_command(dc.name))
+            workers.append(f"worker-{dc.name}")
+        for name in ("controller", "callbacks", *extra):
             stack.start(name)
-        for name, config in seeded.items():
-            wait_for(lambda p=config["port"]: port_open(p), f"fleet-{name}")
-        wait_for(lambda: workers_ready(settings.CELERY_BROKER_URL), "workers", timeout=90)
-        yield stack
+        for fleet in fleets:
+            wait_for(lambda p=fleet.port: port_open(p), fleet.name, timeout=120)
+        wait_for(lambda: workers_ready(settings.CELERY_BROKER_URL, tuple(workers)), "workers",
+                 timeout=120)
+        yield stack, seeded
     except StackError as exc:
         raise SystemExit(f"bench: {exc} (logs in var/log/)") from None
     finally:

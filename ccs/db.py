@@ -1,4 +1,4 @@
-"""Bulk SQL the ORM does not offer: per-row updates in one statement, counters with RETURNING."""
+"""Bulk SQL the ORM does not offer: per-row updates in one statement, id lists as one parameter."""
 
 import json
 from collections.abc import Sequence
@@ -21,9 +21,10 @@ def bulk_update_rows(
 ) -> int:
     """Update many rows, each with its own values, in one statement; returns the row count.
 
-    `columns` are (name, postgres type) pairs; the first is the key. PostgreSQL gets
-    `UPDATE … FROM unnest(arrays)`, SQLite `UPDATE … FROM json_each(…)`; both are one
-    round trip however many rows, unlike Django's bulk_update.
+    `columns` are (name, postgres type) pairs; the first is the key. The rows travel as one
+    JSON parameter, read by `json_to_recordset` on PostgreSQL and `json_each` on SQLite: one
+    round trip however many rows, unlike Django's bulk_update, and no per-value adaptation
+    in Python (arrays for `unnest` cost three times as much, client and server together).
     """
     if not rows:
         return 0
@@ -31,14 +32,14 @@ def bulk_update_rows(
     sets = ", ".join(f"{name} = v.{name}" for name, _ in columns[1:])
     extra = f" AND {where}" if where else ""
     if is_postgres():
-        arrays = [list(col) for col in zip(*rows, strict=True)]
-        unnest = ", ".join(f"%s::{pgtype}[]" for _, pgtype in columns)
-        names = ", ".join(name for name, _ in columns)
+        names = [name for name, _ in columns]
+        record = ", ".join(f"{name} {pgtype}" for name, pgtype in columns)
         sql = (
-            f"UPDATE {table} AS t SET {sets} FROM unnest({unnest}) AS v({names}) "
+            f"UPDATE {table} AS t SET {sets} FROM json_to_recordset(%s::json) AS v({record}) "
             f"WHERE t.{key} = v.{key}{extra}"
         )
-        params: list[Any] = [*arrays, *where_params]
+        body = json.dumps([dict(zip(names, row, strict=True)) for row in rows], default=_json)
+        params: list[Any] = [body, *where_params]
     else:
         picks = ", ".join(
             f"json_extract(value, '$[{i}]') AS {name}" for i, (name, _) in enumerate(columns)
@@ -61,18 +62,23 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
-def counter_advance(
-    table: str, column: str, pk: int, by: int, also: Sequence[str] = ()
-) -> tuple:
-    """Add `by` to a counter column; return its new value and the `also` columns of the row,
-    in one statement."""
-    returning = ", ".join([column, *also])
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET {column} = {column} + %s WHERE id = %s RETURNING {returning}",
-            [by, pk],
-        )
-        return cursor.fetchone()
+def _json(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def sql_value(value: Any) -> Any:
+    """A parameter for raw SQL as Django would store it (datetimes as text on SQLite)."""
+    return value if is_postgres() else _sqlite_value(value)
+
+
+def id_match(column: str, ids: Sequence[int]) -> tuple[str, Any]:
+    """`column` is one of `ids`: SQL with one parameter (an array on PostgreSQL, JSON on
+    SQLite) instead of thousands of `IN` placeholders."""
+    if is_postgres():
+        return f"{column} = ANY(%s::bigint[])", list(ids)
+    return f"{column} IN (SELECT value FROM json_each(%s))", json.dumps(list(ids))
 
 
 def update_ids(
@@ -85,11 +91,8 @@ def update_ids(
         return 0
     sets = ", ".join(f"{name} = %s" for name in values)
     status_in = ", ".join(["%s"] * len(states))
-    if is_postgres():
-        match, id_param = "id = ANY(%s::bigint[])", list(ids)
-    else:
-        match, id_param = "id IN (SELECT value FROM json_each(%s))", json.dumps(list(ids))
-    params = [v if is_postgres() else _sqlite_value(v) for v in values.values()]
+    match, id_param = id_match("id", ids)
+    params = [sql_value(v) for v in values.values()]
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {table} SET {sets} WHERE {match} AND status IN ({status_in})",

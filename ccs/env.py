@@ -76,6 +76,33 @@ def secret_file(name: str, default_path: Path) -> bytes:
         ) from None
 
 
+# Keys that must never sign a production session: the old built-in fallback, and the kind
+# `django-admin startproject` writes into settings files (and so into repositories).
+_KNOWN_KEYS = {"dev-only-insecure-key-change-me"}
+_DEBUG_KEY = "dev-only-insecure-key-change-me"
+
+
+def django_secret_key(debug: bool, default_path: Path) -> str:
+    """DJANGO_SECRET_KEY, or the file DJANGO_SECRET_KEY_FILE (else `default_path`, where
+    `make secrets` writes one); without a real one only DJANGO_DEBUG may start."""
+    if os.environ.get("DJANGO_SECRET_KEY_FILE") or os.environ.get("DJANGO_SECRET_KEY"):
+        key = env_str("DJANGO_SECRET_KEY")
+    else:
+        try:
+            key = default_path.read_text().strip()
+        except OSError:
+            key = ""
+    weak = len(key) < 32 or key in _KNOWN_KEYS or key.startswith("django-insecure-")
+    if not weak:
+        return key
+    if debug:
+        return key or _DEBUG_KEY
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY (or DJANGO_SECRET_KEY_FILE) must be a random secret of at least 32 "
+        f"characters unless DJANGO_DEBUG is set (`make secrets` writes one to {default_path})"
+    )
+
+
 def env_public_keys(name: str) -> list[str]:
     """Ed25519 public keys from `NAME`: comma-separated paths of PEM files or base64 raw keys.
 

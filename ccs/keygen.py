@@ -1,40 +1,62 @@
 """Create the demo's secrets in var/ if they are missing: `python ccs/keygen.py [DIR]`.
 
-Production deployments provide CCS_CHANNEL_MASTER_SECRET(_FILE) and CCS_SIGNING_KEY(_FILE).
+Every secret file is written mode 0600 in a 0700 directory, and one found with a wider mode is
+made private. Production deployments provide CCS_CHANNEL_MASTER_SECRET(_FILE),
+CCS_SIGNING_KEY(_FILE), DJANGO_SECRET_KEY(_FILE) and CCS_FLOWER_PASSWORD(_FILE) themselves.
 """
 
 import os
 import secrets
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
+def write_secret(path: Path, data: bytes) -> None:
+    """Write a secret file, mode 0600 from its first byte, replacing what was there whole."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _signing_key() -> bytes:
+    return Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+DEMO_SECRETS: dict[str, Callable[[], bytes]] = {
+    "master.secret": lambda: secrets.token_bytes(32),  # the agent channel's master secret
+    "signing-key.pem": _signing_key,  # signs approved plugin versions
+    "django-secret-key": lambda: secrets.token_urlsafe(50).encode(),
+    "admin-password": lambda: secrets.token_urlsafe(12).encode(),  # the demo's admin login
+    "flower-password": lambda: secrets.token_urlsafe(16).encode(),  # Flower's basic auth
+}
 
 
 def ensure_secrets(directory: Path) -> list[Path]:
-    """Write master.secret and signing-key.pem unless they exist; returns what was written."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write each demo secret that is missing; returns what was written."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
     written = []
-    master = directory / "master.secret"
-    if not master.exists():
-        _write_private(master, secrets.token_bytes(32))
-        written.append(master)
-    signing = directory / "signing-key.pem"
-    if not signing.exists():
-        pem = Ed25519PrivateKey.generate().private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        _write_private(signing, pem)
-        written.append(signing)
+    for name, make in DEMO_SECRETS.items():
+        path = directory / name
+        if path.exists():
+            path.chmod(0o600)
+        else:
+            write_secret(path, make())
+            written.append(path)
     return written
 
 

@@ -1,17 +1,26 @@
 """CCS settings: everything comes from the environment through the strict readers in ccs.env."""
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 
-from .env import env_bool, env_int, env_list, env_public_keys, env_str, secret_file
+from .env import (
+    django_secret_key,
+    env_bool,
+    env_int,
+    env_list,
+    env_public_keys,
+    env_str,
+    secret_file,
+)
 from .openapi import ENUM_NAMES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("CCS_VAR_DIR", str(BASE_DIR / "var")))
 
-SECRET_KEY = env_str("DJANGO_SECRET_KEY", "dev-only-insecure-key-change-me")
 DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = django_secret_key(DEBUG, VAR_DIR / "django-secret-key")
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 
 INSTALLED_APPS = [
@@ -26,6 +35,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "guardian",
+    "axes",
     "permissions",
     "plugins",
     "tasks",
@@ -40,6 +50,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # answers a login refused for throttling (below) with 429
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "ccs.urls"
@@ -82,10 +94,25 @@ DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [
+    # first: refuses every login attempt, right password or not, while its source is locked out
+    "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
 ANONYMOUS_USER_NAME = None
+
+# Login throttling, for the API token endpoint and the admin alike: django-axes counts failed
+# logins in the database (shared by every web server). After CCS_LOGIN_FAILURE_LIMIT failures
+# from one address, or for one username from anywhere (a spread-out guess at one account),
+# logins from there or for it are refused for CCS_LOGIN_COOLOFF_MINUTES; an admin can clear
+# a lockout sooner (`manage.py axes_reset_username NAME`, or the admin's access attempts).
+AXES_FAILURE_LIMIT = env_int("CCS_LOGIN_FAILURE_LIMIT", 10, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("CCS_LOGIN_COOLOFF_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "ccs.logins.locked_out"
+# the address the connection came from: headers a client can write are not trusted
+AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -169,7 +196,7 @@ CCS_SSH_CONCURRENCY = env_int("CCS_SSH_CONCURRENCY", 50, minimum=1)
 # Live event streams: a comment line this often keeps idle proxies from closing them.
 CCS_SSE_KEEPALIVE = env_int("CCS_SSE_KEEPALIVE", 15, minimum=1)
 
-# HTTP callbacks: private and loopback receivers are refused unless allowed (on-premises);
+# HTTP callbacks: receivers on non-public addresses are refused unless allowed (on-premises);
 # link-local and cloud metadata addresses always are.
 CCS_CALLBACK_ALLOW_PRIVATE = env_bool("CCS_CALLBACK_ALLOW_PRIVATE", False)
 CCS_CALLBACK_TIMEOUT = env_int("CCS_CALLBACK_TIMEOUT", 10, minimum=1)
@@ -182,6 +209,9 @@ CCS_SITTER_GRACE = env_int("CCS_SITTER_GRACE", 60, minimum=1)
 CCS_SITTER_QUEUED_GRACE = env_int("CCS_SITTER_QUEUED_GRACE", 600, minimum=1)
 CCS_SITTER_LOST_AFTER = env_int("CCS_SITTER_LOST_AFTER", 900, minimum=1)
 CCS_SITTER_PULL_TIMEOUT = env_int("CCS_SITTER_PULL_TIMEOUT", 10, minimum=1)
+
+# Flower asks for this user and CCS_FLOWER_PASSWORD(_FILE) (ccs/flowerconfig.py).
+CCS_FLOWER_USER = env_str("CCS_FLOWER_USER", "ccs")
 
 # Default quotas; per-user overrides and blocks are set in the admin (tasks.Quota).
 CCS_QUOTA_TASKS_PER_MINUTE = env_int("CCS_QUOTA_TASKS_PER_MINUTE", 60, minimum=1)
@@ -198,5 +228,7 @@ LOGGING = {
     "loggers": {
         "httpx": {"level": "WARNING"}, "httpcore": {"level": "WARNING"},
         "paramiko": {"level": "WARNING"},
+        # one line per failed login at INFO; lockouts are WARNING
+        "axes": {"level": "WARNING"},
     },
 }

@@ -6,11 +6,10 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from ccs.logins import TokenLogin
 from permissions.apis import DatacenterViewSet, HostViewSet, NodeViewSet
 from plugins.apis import PluginVersionViewSet, PluginViewSet
 from tasks.apis import SubTaskViewSet, TaskViewSet
-
-from .auth import TokenView
 
 router = DefaultRouter()
 router.trailing_slash = "/?"  # a regex: POST tasks and POST tasks/ are the same request
@@ -23,7 +22,7 @@ router.register("nodes", NodeViewSet, basename="node")
 router.register("hosts", HostViewSet, basename="host")
 
 api_v1 = [
-    re_path(r"^auth/token/?$", TokenView.as_view(), name="auth-token"),
+    re_path(r"^auth/token/?$", TokenLogin.as_view(), name="auth-token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include(router.urls)),

@@ -9,7 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from guardian.shortcuts import get_objects_for_user
 
-from ccs.errors import InvalidInput, NotFound
+from ccs.errors import Forbidden, InvalidInput, NotFound
 
 from .models import Host, Node
 from .rights import GRANTS_IMPLYING, OPERATE, PERMISSIONS, VIEW, qualified
@@ -104,10 +104,54 @@ def hosts_for_target(*, node_paths: list[str], hostnames: list[str]) -> QuerySet
     if errors:
         first = next(iter(errors.items()))
         raise InvalidInput(f"{first[0]}: {first[1][0]}", errors)
+    return _target(paths, names)
+
+
+def target_hosts(
+    user: AbstractBaseUser, *, node_paths: list[str], hostnames: list[str]
+) -> QuerySet[Host]:
+    """The hosts a task on these nodes and hosts would run on, checked against the user's
+    rights before anything else: a node or host the user cannot see gets exactly the answer
+    one that does not exist gets (400), so no refusal tells what exists outside their view;
+    a target with hosts the user sees but may not operate is refused (403), naming up to 20
+    of them and their count. A node within a subtree the user operates costs no host query."""
+    paths, names = sorted(set(node_paths)), sorted(set(hostnames))
+    seen_paths = set(nodes_with_perm(user, VIEW).filter(path__in=paths)
+                     .values_list("path", flat=True))
+    seen_names = set(hosts_with_perm(user, VIEW).filter(hostname__in=names)
+                     .values_list("hostname", flat=True))
+    errors: dict[str, list[str]] = {}
+    if missing := [p for p in paths if p not in seen_paths]:
+        errors["target.nodes"] = [f"unknown node: {p}" for p in missing[:20]]
+    if missing := [h for h in names if h not in seen_names]:
+        errors["target.hosts"] = [f"unknown host: {h}" for h in missing[:20]]
+    if errors:
+        first = next(iter(errors.items()))
+        raise InvalidInput(f"{first[0]}: {first[1][0]}", errors)
+    refused = _not_operable(user, paths, names)
+    if names_refused := list(refused.values_list("hostname", flat=True)[:20]):
+        raise Forbidden(
+            f"you may not operate {refused.count()} of the target hosts",
+            {"target": [f"not operable: {name}" for name in names_refused]},
+        )
+    return _target(paths, names)
+
+
+def _target(paths: list[str], names: list[str]) -> QuerySet[Host]:
     query = Q(hostname__in=names)
     if paths:
         query |= on_nodes(Node.objects.filter(subtree_q(paths)))
     return Host.objects.filter(query)
+
+
+def _not_operable(user: AbstractBaseUser, paths: list[str], names: list[str]) -> QuerySet[Host]:
+    if user.is_superuser:
+        return Host.objects.none()
+    granted = granted_paths(user, OPERATE)
+    uncovered = [p for p in paths if not any(p == g or p.startswith(g + "/") for g in granted)]
+    if not uncovered and not names:
+        return Host.objects.none()
+    return hosts_lacking(user, _target(uncovered, names), OPERATE)
 
 
 def node_grants(node: Node) -> list[dict]:

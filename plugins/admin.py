@@ -249,6 +249,10 @@ def _review_context(request: HttpRequest, version: PluginVersion) -> dict[str, A
         "previous": previous,
         "diff": [(_diff_class(line), line) for line in
                  selectors.version_body_diff(version, previous)],
+        "changes": [{**change, "diff": [(_diff_class(line), line)
+                                        for line in change.get("diff", [])]}
+                    for change in selectors.version_field_changes(version, previous)],
+        "body_warnings": selectors.body_warnings(version.body),
         "schema": json.dumps(version.params_schema, indent=2, sort_keys=True),
         "audit": selectors.version_audit(version),
         "signing_key": selectors.version_signing_key(version),

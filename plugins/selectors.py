@@ -1,6 +1,8 @@
 """Reads of plugins, their versions, who may act on them, and their audit."""
 
 import difflib
+import json
+import unicodedata
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
@@ -77,6 +79,74 @@ def version_body_diff(version: PluginVersion, previous: PluginVersion | None) ->
     return list(difflib.unified_diff(
         old.splitlines(), version.body.splitlines(), name, f"v{version.number}", lineterm=""
     ))
+
+
+def version_field_changes(version: PluginVersion, previous: PluginVersion | None) -> list[dict]:
+    """Every signed field but the body (which has its own diff), against the previous approved
+    version: `before` and `after` as shown, `changed`; for `run_as` the accounts `added` and
+    `removed`, for `params_schema` a unified `diff` of the pretty-printed JSON."""
+
+    def row(field: str, before: str | None, after: str, **extra: object) -> dict:
+        return {"field": field, "before": before, "after": after,
+                "changed": before != after, **extra}
+
+    old_accounts = list(previous.run_as) if previous else []
+    old_schema = _schema_text(previous.params_schema) if previous else ""
+    new_schema = _schema_text(version.params_schema)
+    return [
+        row("interpreter", previous.interpreter if previous else None, version.interpreter),
+        row("run_as", ", ".join(old_accounts) if previous else None, ", ".join(version.run_as),
+            added=[a for a in version.run_as if a not in old_accounts],
+            removed=[a for a in old_accounts if a not in version.run_as]),
+        row("timeout", f"{previous.timeout} s" if previous else None, f"{version.timeout} s"),
+        row("params_schema", old_schema if previous else None, new_schema,
+            diff=list(difflib.unified_diff(
+                old_schema.splitlines(), new_schema.splitlines(),
+                f"v{previous.number}" if previous else "(nothing)", f"v{version.number}",
+                lineterm=""))),
+    ]
+
+
+def _schema_text(schema: object) -> str:
+    return json.dumps(schema, indent=2, sort_keys=True)
+
+
+# Bodies are read by people; these hide what runs from them.
+LONG_LINE = 200
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# letters and marks that draw nothing (fillers, the combining grapheme joiner, a blank)
+_BLANK = frozenset("\u034f\u115f\u1160\u3164\uffa0\u2800")
+
+
+def hidden_char_kind(char: str) -> str | None:
+    """Why a character of a body hides something from its reader, or None if it does not."""
+    if char in _BIDI:
+        return "bidirectional control"
+    category = unicodedata.category(char)
+    if category == "Cf" or char in _BLANK:
+        return "invisible"
+    if category == "Cc" and char != "\t":
+        return "control character"
+    if category in ("Zs", "Zl", "Zp") and char != " ":
+        return "unusual space or line break"
+    if category in ("Co", "Cn"):
+        return "private-use or unassigned"
+    return None
+
+
+def body_warnings(body: str) -> list[dict]:
+    """Each line of the body that holds characters a reader cannot see (one warning per kind
+    of character, in order), or that is too long to read on screen."""
+    warnings = []
+    for number, line in enumerate(body.split("\n"), start=1):
+        for char in dict.fromkeys(c for c in line if hidden_char_kind(c)):
+            name = unicodedata.name(char, "unnamed")
+            what = f"U+{ord(char):04X} {name} ({hidden_char_kind(char)})"
+            warnings.append({"line": number, "what": what})
+        if len(line) > LONG_LINE:
+            warnings.append({"line": number, "what": f"{len(line)} characters long (longer "
+                                                     f"than {LONG_LINE}: read it to its end)"})
+    return warnings
 
 
 def version_contributors(version: PluginVersion) -> set[int]:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What `make demo` and `make test` need from the machine, installed and started if missing:
 #   system.sh demo                  python3-venv and redis-server
-#   system.sh test DB_URL BROKER    the same, PostgreSQL, openssh-server, sudo, Chromium and
-#                                   the system Python's cryptography; then PostgreSQL and
+#   system.sh test DB_URL BROKER    the same, PostgreSQL, openssh-server, sudo, Chromium,
+#                                   strace and the system Python's cryptography; then PostgreSQL and
 #                                   Redis started on DB_URL and BROKER when they are local
 #                                   and down.
 # Debian packages, through apt-get (as root, or with sudo). CCS_SYSTEM_DRY_RUN=1 only says
@@ -27,6 +27,7 @@ if [ "$mode" = test ]; then
     has sshd || missing+=(openssh-server)      # the SSH tests start their own sshd
     has sudo || missing+=(sudo)                # running as another account over SSH
     has chromium || missing+=(chromium)        # the web pages' browser tests
+    has strace || missing+=(strace)            # the agent's hardening tests
     # agent_install runs the agent on the host's system Python, which needs cryptography.
     "$system_python" -c 'import cryptography' 2>/dev/null || missing+=(python3-cryptography)
 fi

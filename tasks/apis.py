@@ -84,7 +84,7 @@ class TaskViewSet(viewsets.GenericViewSet):
             callback_url=v["callback_url"],
         )
         task.refresh_from_db()
-        out = TaskCreatedOut(task, context={"counts": selectors.task_counts(task.pk)})
+        out = TaskCreatedOut(task, context={"counts": task.counts()})
         return Response(out.data, status=status.HTTP_201_CREATED)
 
     @extend_schema(summary="Show a task with its subtasks counted per state",
@@ -94,7 +94,7 @@ class TaskViewSet(viewsets.GenericViewSet):
 
     def _detail(self, task: Task) -> TaskDetailOut:
         task.refresh_from_db()
-        return TaskDetailOut(task, context={"counts": selectors.task_counts(task.pk)})
+        return TaskDetailOut(task, context={"counts": task.counts()})
 
     def _operate(self, pk: str, service) -> Response:
         task = self._task(pk)

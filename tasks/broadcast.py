@@ -9,8 +9,7 @@ from functools import cache
 import redis
 from django.conf import settings
 
-from ccs import routing
-from ccs.celery import app as celery_app
+from . import dispatch
 
 log = logging.getLogger(__name__)
 
@@ -39,4 +38,4 @@ def events_announce(task_id: int, events: list[dict], callback: bool) -> None:
     """After commit: publish the batch, and nudge the callbacks worker if the task has one."""
     events_publish(task_id, events)
     if callback:
-        celery_app.send_task(routing.TASK_CALLBACKS_DELIVER, kwargs={"task_id": task_id})
+        dispatch.callbacks_deliver(task_id).send()

@@ -43,6 +43,19 @@ class Task(models.Model):
     callback_secret = models.CharField(max_length=64, blank=True, editable=False)
     total_hosts = models.PositiveIntegerField(default=0)
     event_seq = models.BigIntegerField(default=0)
+    # How many subtasks are in each state, kept in the transaction of every transition (with
+    # the event numbers, under the task row lock): progress, counts and "is it finished?"
+    # are read from this row, never by counting 30,000 subtasks.
+    n_pending = models.PositiveIntegerField(default=0)
+    n_held = models.PositiveIntegerField(default=0)
+    n_queued = models.PositiveIntegerField(default=0)
+    n_running = models.PositiveIntegerField(default=0)
+    n_paused = models.PositiveIntegerField(default=0)
+    n_success = models.PositiveIntegerField(default=0)
+    n_failed = models.PositiveIntegerField(default=0)
+    n_timeout = models.PositiveIntegerField(default=0)
+    n_stopped = models.PositiveIntegerField(default=0)
+    n_lost = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -53,13 +66,41 @@ class Task(models.Model):
     def __str__(self) -> str:
         return f"task {self.pk}"
 
+    def counts(self) -> dict[str, int]:
+        """Subtasks per state, the states that have any."""
+        return {state: n for state in SubTaskStatus if (n := getattr(self, count_field(state)))}
+
+
+def count_field(state: str) -> str:
+    """The Task column counting the subtasks in `state`."""
+    return f"n_{state}"
+
+
+COUNT_FIELDS = tuple(count_field(state) for state in SubTaskStatus)
+
 
 class SubTask(models.Model):
-    """One host's part of a task."""
+    """One host's part of a task.
 
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="subtasks")
-    host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="subtasks")
-    datacenter = models.ForeignKey(Datacenter, on_delete=models.PROTECT, related_name="+")
+    Subtasks and events are the hot tables (30,000 rows of each per task, every subtask moved
+    three times): they carry no database foreign-key checks (each costs a lookup per row and
+    was a fifth of the database's time per host, bench/README.md), rows are written only by
+    tasks/transitions.py with ids it has just read or locked, and Django still enforces
+    CASCADE and PROTECT. No index covers `status`, so that a transition can be a HOT update
+    (no index entry rewritten; the table keeps room for it on each page, see migration 0005).
+    """
+
+    task = models.ForeignKey(
+        Task, on_delete=models.CASCADE, related_name="subtasks", db_constraint=False,
+        db_index=False,  # subtask_one_per_host starts with task_id
+    )
+    host = models.ForeignKey(
+        Host, on_delete=models.PROTECT, related_name="subtasks", db_constraint=False
+    )
+    datacenter = models.ForeignKey(
+        Datacenter, on_delete=models.PROTECT, related_name="+", db_constraint=False,
+        db_index=False,
+    )
     status = models.CharField(
         max_length=16, choices=SubTaskStatus.choices, default=SubTaskStatus.PENDING
     )
@@ -79,7 +120,6 @@ class SubTask(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["task", "host"], name="subtask_one_per_host"),
         ]
-        indexes = [models.Index(fields=["task", "status"], name="subtask_task_status")]
 
     def __str__(self) -> str:
         return f"subtask {self.pk}"
@@ -88,9 +128,16 @@ class SubTask(models.Model):
 class TaskEvent(models.Model):
     """One subtask transition, numbered per task; the source of truth for streams and callbacks."""
 
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="events")
+    task = models.ForeignKey(
+        Task, on_delete=models.CASCADE, related_name="events", db_constraint=False,
+        db_index=False,  # event_seq_unique starts with task_id
+    )
     seq = models.BigIntegerField()
-    subtask = models.ForeignKey(SubTask, on_delete=models.CASCADE, related_name="events")
+    # Deleted with their task (a subtask is never deleted alone): no index on it.
+    subtask = models.ForeignKey(
+        SubTask, on_delete=models.DO_NOTHING, related_name="events", db_constraint=False,
+        db_index=False,
+    )
     hostname = models.CharField(max_length=253)
     from_status = models.CharField(max_length=16)
     to_status = models.CharField(max_length=16)

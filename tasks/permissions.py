@@ -6,7 +6,7 @@ from . import selectors
 
 
 class CanOperateTask(BasePermission):
-    """Pause, resume, stop a task: its creator or who can operate all its hosts."""
+    """Pause, resume, stop a task: who can operate all its hosts at the moment of asking."""
 
     message = "you may not operate every host of this task"
 
@@ -15,7 +15,7 @@ class CanOperateTask(BasePermission):
 
 
 class CanOperateSubtask(BasePermission):
-    """Pause, resume, stop one subtask: who can operate its host (or the task's creator)."""
+    """Pause, resume, stop one subtask: who can operate its host at the moment of asking."""
 
     message = "you may not operate this host"
 

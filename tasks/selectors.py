@@ -2,40 +2,12 @@
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from permissions.rights import OPERATE, VIEW
 from permissions.selectors import hosts_with_perm
 
-from .fanout import HostJob, endpoint_for
-from .models import SubTask, Task
-from .ssh import SSH_FIELDS, ssh_endpoint
-
-
-def shard_jobs(task_id: int, subtask_ids: list[int]) -> list[HostJob]:
-    """The job each of these subtasks sends to its host, built from two queries."""
-    task = Task.objects.select_related("plugin_version__plugin").get(pk=task_id)
-    version = task.plugin_version
-    rows = SubTask.objects.filter(id__in=subtask_ids).values_list(
-        "id", "host__hostname", "host__address", "host__port", "host__key_salt", *SSH_FIELDS
-    )
-    common = {
-        "meta": version.signed_meta(),
-        "signature": version.signature,
-        "body": version.body,
-        "account": task.run_as,
-        "timeout": task.timeout,
-        "params": task.params,
-    }
-    return [
-        HostJob(
-            sid,
-            ssh_endpoint(host, address, task.run_as, *ssh)
-            or endpoint_for(host, address, port, salt),
-            {"id": f"{task.uid}/{sid}", **common},
-        )
-        for sid, host, address, port, salt, *ssh in rows
-    ]
+from .models import COUNT_FIELDS, SubTask, Task
 
 
 def tasks_filtered(
@@ -67,8 +39,8 @@ def subtasks_filtered(
 
 
 def task_counts(task_id: int) -> dict[str, int]:
-    rows = SubTask.objects.filter(task_id=task_id).values("status").annotate(n=Count("id"))
-    return {row["status"]: row["n"] for row in rows}
+    """Subtasks per state (the states that have any), from the task's row."""
+    return Task.objects.only(*COUNT_FIELDS).get(pk=task_id).counts()
 
 
 def tasks_visible_to(user: AbstractBaseUser) -> QuerySet[Task]:
@@ -135,8 +107,9 @@ def task_summary(task_id: int, datacenter: str | None = None) -> list[dict]:
 
 
 def task_operable_by(user: AbstractBaseUser, task: Task) -> bool:
-    """Its creator, and users who can operate every one of its hosts."""
-    if user.is_superuser or task.creator_id == user.pk:
+    """Users who can operate every one of its hosts now; its creator too only then (a right
+    revoked since the task was created no longer lets anyone steer it)."""
+    if user.is_superuser:
         return True
     outside = SubTask.objects.filter(task=task).exclude(host__in=hosts_with_perm(user, OPERATE))
     return not outside.exists()
@@ -153,7 +126,7 @@ def subtasks_visible_to(user: AbstractBaseUser) -> QuerySet[SubTask]:
 
 
 def subtask_operable_by(user: AbstractBaseUser, subtask: SubTask) -> bool:
-    """The task's creator, and users who can operate the subtask's host."""
-    if user.is_superuser or subtask.task.creator_id == user.pk:
+    """Users who can operate the subtask's host now (the task's creator included)."""
+    if user.is_superuser:
         return True
     return hosts_with_perm(user, OPERATE).filter(pk=subtask.host_id).exists()

@@ -1,26 +1,40 @@
 """Guarded bulk transitions of subtasks, each recorded as an event and announced after commit.
 
-Every writer first locks the subtask rows it may move (ordered by id), updates only those
-still in a legal predecessor state and checks the row count. Only then does it take the task
-row lock, by advancing the task's event counter, so the lock is held for the event insert
-and the commit alone: per-task event numbers are gapless and in commit order, and the
-"all finished" check, made under that lock, sees every shard committed before it.
+Every writer first locks (or updates) the subtask rows it may move, only those still in a
+legal predecessor state, and checks the row count. Only then does it take the task row lock,
+by advancing the task's event counter and its per-state counts in one statement, so the lock
+is held for the event insert and the commit alone: per-task event numbers are gapless and in
+commit order, and the counts read back under that lock ("is every subtask final?") see every
+batch committed before it.
 """
 
 import json
+from collections import Counter
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
-from ccs.db import bulk_update_rows, counter_advance, insert_rows, update_ids
+from ccs.db import bulk_update_rows, id_match, insert_rows, sql_value, update_ids
 
 from .broadcast import events_announce
-from .models import SubTask, Task, TaskEvent
-from .states import IllegalTransition, SubTaskStatus, TaskStatus, predecessors, task_predecessors
+from .control import Progress
+from .models import COUNT_FIELDS, SubTask, Task, TaskEvent, count_field
+from .states import (
+    FAILURES,
+    NOT_STARTED,
+    ON_HOST,
+    IllegalTransition,
+    SubTaskStatus,
+    TaskStatus,
+    predecessors,
+    task_predecessors,
+)
+
+S = SubTaskStatus
 
 
 class ConcurrentChange(Exception):
@@ -36,6 +50,31 @@ class Moved:
     from_status: str
     to_status: str
     data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Counts:
+    """A task's subtasks per state, as its row holds them after a transition."""
+
+    by_state: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.by_state.values())
+
+    @property
+    def final(self) -> bool:
+        """Every subtask has ended."""
+        return not any(self.by_state[s] for s in (*NOT_STARTED, *ON_HOST))
+
+    def progress(self) -> Progress:
+        n = self.by_state
+        return Progress(
+            total=self.total,
+            unreleased=n[S.PENDING] + n[S.HELD],
+            in_flight=n[S.QUEUED] + n[S.RUNNING] + n[S.PAUSED],
+            failures=sum(n[s] for s in FAILURES),
+        )
 
 
 def sources(targets: Iterable[str]) -> frozenset[str]:
@@ -55,6 +94,23 @@ def lock_in_states(task_id: int, states: frozenset[str], ids: Iterable[int] | No
     if ids is not None:
         rows = rows.filter(id__in=list(ids))
     return list(rows.order_by("id").values_list("id", "status", "host__hostname"))
+
+
+def lock_by_ids(ids: Sequence[int], states: frozenset[str]) -> list[tuple[int, str]]:
+    """(id, status) of these subtasks still in one of `states`, locked, by primary key alone
+    (no join, no scan of the task's other rows)."""
+    if not ids:
+        return []
+    match, param = id_match("id", ids)
+    marks = ", ".join(["%s"] * len(states))
+    lock = " FOR UPDATE" if connection.vendor == "postgresql" else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, status FROM {SubTask._meta.db_table} WHERE {match} "
+            f"AND status IN ({marks}) ORDER BY id{lock}",
+            [param, *sorted(states)],
+        )
+        return cursor.fetchall()
 
 
 def move_uniform(task_id: int, target: str, locked: list[tuple], **values: Any) -> list[Moved]:
@@ -83,8 +139,9 @@ RESULT_COLUMNS: Sequence[tuple[str, str]] = (
 
 
 def move_with_rows(locked: list[tuple], rows: dict[int, tuple]) -> list[Moved]:
-    """Move locked subtasks each to its own state with its own result columns (RESULT_COLUMNS
-    order, status second), in one statement; rows whose move is illegal are left alone."""
+    """Move locked (id, status, hostname) subtasks each to its own state with its own result
+    columns (RESULT_COLUMNS order, status second), in one statement; rows whose move is
+    illegal are left alone."""
     legal = [(sid, host, old) for sid, old, host in locked if old in predecessors(rows[sid][1])]
     allowed_from = sources(rows[sid][1] for sid, _, _ in legal)
     placeholders = ", ".join(["%s"] * len(allowed_from))
@@ -97,19 +154,69 @@ def move_with_rows(locked: list[tuple], rows: dict[int, tuple]) -> list[Moved]:
     return [Moved(sid, host, old, rows[sid][1]) for sid, host, old in legal]
 
 
+def release_to_queue(task_id: int, datacenter_id: int, limit: int, now: datetime) -> list[Moved]:
+    """Move up to `limit` pending subtasks of one datacenter to queued, in id order, in one
+    statement that also reads their host names. Rows another transaction holds are skipped
+    (an operator pausing them right now), so the controller never waits on them."""
+    table = SubTask._meta.db_table
+    pick = (f"SELECT id FROM {table} WHERE task_id = %s AND datacenter_id = %s "
+            f"AND status = %s ORDER BY id LIMIT %s")
+    if connection.vendor == "postgresql":
+        # ARRAY(...) runs the pick once; `IN (SELECT ... LIMIT)` may be re-run per row and,
+        # skipping locked rows, return other ones each time
+        picked = f"id = ANY(ARRAY({pick} FOR UPDATE SKIP LOCKED))"
+    else:
+        picked = f"id IN ({pick})"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET status = %s, queued_at = %s WHERE status = %s AND {picked} "
+            f"RETURNING id, {_HOSTNAME}",
+            [S.QUEUED, sql_value(now), S.PENDING, task_id, datacenter_id, S.PENDING, limit],
+        )
+        rows = sorted(cursor.fetchall())
+    return [Moved(sid, hostname, S.PENDING, S.QUEUED) for sid, hostname in rows]
+
+
+# RETURNING may name only the updated table on SQLite: the host name comes by subquery.
+_HOSTNAME = (f"(SELECT hostname FROM permissions_host "
+             f"WHERE permissions_host.id = {SubTask._meta.db_table}.host_id)")
+
+
+def start_on_host(
+    ids: Sequence[int], worker: str, now: datetime, host_fields: Sequence[str]
+) -> tuple[list[Moved], list[tuple]]:
+    """Move these subtasks from queued to running (held or stopped ones are left alone) and
+    read what their worker needs to reach each host: the moves, and rows of
+    (subtask id, *host_fields) with `hostname` first among them."""
+    match, param = id_match("id", ids)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {SubTask._meta.db_table} SET status = %s, started_at = %s, worker = %s "
+            f"WHERE {match} AND status = %s RETURNING id, host_id",
+            [S.RUNNING, sql_value(now), worker, param, S.QUEUED],
+        )
+        started = sorted(cursor.fetchall())
+        match, param = id_match("id", [host_id for _, host_id in started])
+        cursor.execute(
+            f"SELECT id, {', '.join(host_fields)} FROM permissions_host WHERE {match}", [param]
+        )
+        hosts = {row[0]: row[1:] for row in cursor.fetchall()}
+    rows = [(sid, *hosts[host_id]) for sid, host_id in started]
+    return [Moved(row[0], row[1], S.QUEUED, S.RUNNING) for row in rows], rows
+
+
 EVENT_COLUMNS = ("task_id", "seq", "subtask_id", "hostname", "from_status", "to_status", "at",
                  "data")
 
 
-def events_record(task_id: int, moved: list[Moved], at: datetime | None = None) -> list[dict]:
-    """Take the task row lock, insert one event per move with gapless per-task numbers, and
-    announce them after commit. Call it after the subtask rows are moved."""
+def events_record(task_id: int, moved: list[Moved], at: datetime | None = None) -> Counts | None:
+    """Take the task row lock: advance its event counter and per-state counts; insert one
+    event per move with gapless per-task numbers; announce them after commit. Call it after
+    the subtask rows are moved. Returns the task's counts after the moves (None: no move)."""
     if not moved:
-        return []
+        return None
     at = at or timezone.now()
-    last, callback_url = counter_advance(
-        Task._meta.db_table, "event_seq", task_id, len(moved), also=("callback_url",)
-    )
+    last, callback_url, by_state = _counters_advance(task_id, moved)
     first = last - len(moved) + 1
     rows = [
         (task_id, first + i, m.subtask_id, m.hostname, m.from_status, m.to_status, at,
@@ -119,7 +226,24 @@ def events_record(task_id: int, moved: list[Moved], at: datetime | None = None) 
     insert_rows(TaskEvent._meta.db_table, EVENT_COLUMNS, rows)
     payload = [event_payload(task_id, row[1], m, at) for row, m in zip(rows, moved, strict=True)]
     transaction.on_commit(lambda: events_announce(task_id, payload, bool(callback_url)))
-    return payload
+    return Counts(by_state)
+
+
+def _counters_advance(task_id: int, moved: list[Moved]) -> tuple[int, str, dict[str, int]]:
+    delta: Counter[str] = Counter()
+    for m in moved:
+        delta[m.from_status] -= 1
+        delta[m.to_status] += 1
+    changes = [(count_field(state), n) for state, n in sorted(delta.items()) if n]
+    sets = "".join(f", {name} = {name} + %s" for name, _ in changes)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Task._meta.db_table} SET event_seq = event_seq + %s{sets} WHERE id = %s "
+            f"RETURNING event_seq, callback_url, {', '.join(COUNT_FIELDS)}",
+            [len(moved), *(n for _, n in changes), task_id],
+        )
+        last, callback_url, *counts = cursor.fetchone()
+    return last, callback_url, dict(zip(SubTaskStatus, counts, strict=True))
 
 
 def event_payload(task_id: int, seq: int, moved: Moved, at: datetime) -> dict:
@@ -158,14 +282,18 @@ def task_mark_started(task_id: int, at: datetime) -> None:
 
 
 __all__ = [
-    "SubTaskStatus",
+    "Counts",
     "Moved",
-    "lock_movable",
+    "SubTaskStatus",
+    "events_record",
+    "lock_by_ids",
     "lock_in_states",
-    "sources",
+    "lock_movable",
     "move_uniform",
     "move_with_rows",
-    "events_record",
+    "release_to_queue",
+    "sources",
+    "start_on_host",
     "task_mark_started",
     "task_move",
     "task_move_if",

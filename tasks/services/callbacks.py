@@ -19,10 +19,9 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from ccs import routing
-from ccs.celery import app as celery_app
 from ccs.errors import InvalidInput
 
+from .. import dispatch
 from ..events import events_after
 from ..models import CallbackAttempt, CallbackCursor, Task
 
@@ -30,6 +29,15 @@ log = logging.getLogger(__name__)
 BATCH = 500
 LEASE = timedelta(seconds=120)
 METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata", "instance-data"})
+# Cloud metadata and platform services that are not link-local (AWS IPv6, Alibaba, Azure):
+# refused even where private receivers are allowed.
+METADATA_ADDRESSES = frozenset(
+    ipaddress.ip_address(a)
+    for a in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "168.63.129.16")
+)
+# What a failed delivery records: the same words whether a port is closed, filtered or slow,
+# so that callbacks cannot be used to map a network (the log has the detail for operators).
+NO_RESPONSE = "could not deliver: no HTTP response"
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:
@@ -40,18 +48,21 @@ def signature(secret: str, timestamp: int, body: bytes) -> str:
 
 def _address_refusal(address: str) -> str | None:
     ip = ipaddress.ip_address(address.split("%")[0])
-    if ip.is_link_local or str(ip) in ("169.254.169.254", "fd00:ec2::254"):
+    if ip.version == 6 and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+    if ip.is_link_local or ip in METADATA_ADDRESSES:
         return f"{ip} is link-local or a cloud metadata address"
-    if (ip.is_private or ip.is_loopback) and not settings.CCS_CALLBACK_ALLOW_PRIVATE:
-        return f"{ip} is a private address (set CCS_CALLBACK_ALLOW_PRIVATE to allow it)"
     if ip.is_multicast or ip.is_unspecified or ip.is_reserved:
         return f"{ip} is not a unicast address"
+    if not ip.is_global and not settings.CCS_CALLBACK_ALLOW_PRIVATE:
+        return (f"{ip} is not a public address (set CCS_CALLBACK_ALLOW_PRIVATE to allow "
+                "private and loopback receivers)")
     return None
 
 
-def callback_url_check(url: str) -> str:
-    """Refuse URLs that are not http(s), do not resolve, or point at link-local, metadata or
-    (unless allowed) private addresses; checked again before every delivery."""
+def callback_address(url: str) -> str:
+    """Resolve the URL's host once and check every address it has: the one address a delivery
+    may connect to, or InvalidInput naming what is refused."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise InvalidInput.field("callback_url", "must be an http or https URL with a host")
@@ -60,20 +71,66 @@ def callback_url_check(url: str) -> str:
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
         infos = socket.getaddrinfo(parts.hostname, port, proto=socket.IPPROTO_TCP)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, UnicodeError) as exc:
         reason = f"cannot resolve {parts.hostname}: {exc}"
         raise InvalidInput.field("callback_url", reason) from None
     for info in infos:
         if refusal := _address_refusal(info[4][0]):
             raise InvalidInput.field("callback_url", refusal)
+    return str(infos[0][4][0])
+
+
+def callback_url_check(url: str) -> str:
+    """Refuse URLs that are not http(s), do not resolve, or point at link-local, metadata or
+    (unless allowed) other non-public addresses; checked again at every delivery."""
+    callback_address(url)
     return url
+
+
+class PinnedTransport(httpx.BaseTransport):
+    """Connects to the address that was checked, whatever DNS answers by then: the URL's host
+    stays in the Host header and in TLS (SNI, and the certificate is checked against it)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._inner = httpx.HTTPTransport(trust_env=False)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        pinned = httpx.Request(
+            request.method,
+            request.url.copy_with(host=self.address),
+            headers=request.headers,  # Host: the URL's, set when the request was built
+            stream=request.stream,
+            extensions={**request.extensions, "sni_hostname": request.url.host},
+        )
+        return self._inner.handle_request(pinned)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def callback_post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int | None, str]:
+    """POST once to a checked address, redirects not followed: (status code, error words)."""
+    try:
+        address = callback_address(url)
+    except InvalidInput as exc:
+        return None, f"callback URL refused: {exc.errors['callback_url'][0]}"[:500]
+    transport = PinnedTransport(address)
+    try:
+        with httpx.Client(transport=transport, follow_redirects=False,
+                          timeout=settings.CCS_CALLBACK_TIMEOUT) as client:
+            response = client.post(url, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        log.info("callback to %s failed: %s: %s", url, type(exc).__name__, exc)
+        return None, NO_RESPONSE
+    if 200 <= response.status_code < 300:
+        return response.status_code, ""
+    return response.status_code, f"HTTP {response.status_code}"
 
 
 def deliver_request(task_id: int, countdown: float = 0) -> None:
     """Ask the callbacks worker to deliver the task's events (after `countdown` seconds)."""
-    celery_app.send_task(
-        routing.TASK_CALLBACKS_DELIVER, kwargs={"task_id": task_id}, countdown=countdown
-    )
+    dispatch.callbacks_deliver(task_id, countdown).send()
 
 
 def _lease(task_id: int) -> bool:
@@ -117,20 +174,13 @@ def _post(task: Task, cursor: CallbackCursor, events: list[dict]) -> bool:
         "CCS-Signature": signature(task.callback_secret, int(time.time()), body),
         "User-Agent": "ccs-callbacks/1",
     }
-    started, status_code, error = time.monotonic(), None, ""
-    try:
-        callback_url_check(task.callback_url)
-        response = httpx.post(task.callback_url, content=body, headers=headers,
-                              timeout=settings.CCS_CALLBACK_TIMEOUT)
-        status_code = response.status_code
-        if not 200 <= status_code < 300:
-            error = f"HTTP {status_code}"
-    except (httpx.HTTPError, InvalidInput) as exc:
-        error = f"{type(exc).__name__}: {getattr(exc, 'detail', exc)}"[:500]
+    started = time.monotonic()
+    status_code, error = callback_post(task.callback_url, body, headers)
+    # no timing without an answer: closed and filtered ports must look alike
+    elapsed = int((time.monotonic() - started) * 1000) if status_code is not None else 0
     CallbackAttempt.objects.create(
         task=task, delivery=delivery, first_seq=events[0]["seq"], last_seq=events[-1]["seq"],
-        status_code=status_code, error=error, at=timezone.now(),
-        duration_ms=int((time.monotonic() - started) * 1000),
+        status_code=status_code, error=error, at=timezone.now(), duration_ms=elapsed,
     )
     if error:
         _failed(task.pk, cursor, error)

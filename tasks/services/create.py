@@ -9,21 +9,20 @@ from datetime import timedelta
 import jsonschema
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from ccs.errors import Forbidden, InvalidInput, TooManyRequests
-from permissions.selectors import OPERATE, hosts_for_target, hosts_lacking
+from permissions.selectors import target_hosts
 from plugins.models import PluginVersion
 from plugins.selectors import plugin_version_runnable
 
 from ..control import batches_check, threshold_check
 from ..models import CallbackCursor, Quota, SubTask, Task
-from ..states import TASK_ACTIVE
+from ..states import TASK_ACTIVE, SubTaskStatus
 from .callbacks import callback_url_check
 from .release import release_request
-
-MAX_LISTED = 20
 
 
 @dataclass(frozen=True)
@@ -70,35 +69,42 @@ def _error_paths(error: jsonschema.ValidationError) -> list[list[str]]:
     return [[*path, str(name)] for name in names] or [path]
 
 
-def targets_checked(actor: AbstractBaseUser, nodes: list[str], hosts: list[str]) -> list[tuple]:
-    """(host id, datacenter id) of every target host; refuses the whole task if any is not
-    operable by the actor, naming up to 20 of them and their count."""
-    target = hosts_for_target(node_paths=nodes, hostnames=hosts)
-    refused = hosts_lacking(actor, target, OPERATE)
-    if names := list(refused.values_list("hostname", flat=True)[:MAX_LISTED]):
-        raise Forbidden(
-            f"you may not operate {refused.count()} of the target hosts",
-            {"target": [f"not operable: {name}" for name in names]},
+def targets_checked(actor: AbstractBaseUser, nodes: list[str], hosts: list[str]) -> QuerySet:
+    """The target hosts, checked against the actor's rights (permissions.selectors.target_hosts:
+    what they cannot see is answered as absent; what they see but may not operate, refused)."""
+    return target_hosts(actor, node_paths=nodes, hostnames=hosts)
+
+
+def subtasks_insert(task: Task, target: QuerySet) -> int:
+    """One pending subtask per target host, in host order, in one INSERT ... SELECT: the rows
+    never leave the database. Returns how many."""
+    select, params = target.order_by("id").values("id", "datacenter_id").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {SubTask._meta.db_table} (task_id, host_id, datacenter_id, status, "
+            "stdout, stderr, stdout_truncated, stderr_truncated, output_hash, reason, worker) "
+            f"SELECT %s, t.id, t.datacenter_id, %s, '', '', %s, %s, '', '', '' FROM ({select}) t",
+            [task.pk, SubTaskStatus.PENDING, False, False, *params],
         )
-    rows = list(target.values_list("id", "datacenter_id"))
-    if not rows:
-        raise InvalidInput.field("target", "the target matches no host")
-    return rows
+        return cursor.rowcount
 
 
-def quota_check(actor: AbstractBaseUser, hosts: int) -> None:
+def quota_check(actor: AbstractBaseUser, hosts: int | None = None) -> None:
     """Refuse a blocked user (403), a task over the host limit (403), or a user over their
-    rate or running-task limit (429), naming the limit and its value."""
+    rate or running-task limit (429), naming the limit and its value. Without `hosts`, every
+    limit but the host limit."""
     quota = Quota.objects.filter(user=actor).first() or Quota(user=actor)
     if quota.blocked:
         reason = quota.blocked_reason or "no reason given"
         raise Forbidden(f"you are blocked from starting tasks: {reason}", {"user": [reason]})
     per_task = quota.hosts_per_task or settings.CCS_QUOTA_HOSTS_PER_TASK
-    if hosts > per_task:
+    if hosts is not None and hosts > per_task:
         raise Forbidden(
             f"hosts_per_task limit is {per_task}; this task targets {hosts}",
             {"target": [f"hosts_per_task limit is {per_task}"]},
         )
+    if hosts is not None:
+        return
     per_minute = quota.tasks_per_minute or settings.CCS_QUOTA_TASKS_PER_MINUTE
     recent = Task.objects.filter(
         creator=actor, created_at__gte=timezone.now() - timedelta(minutes=1)
@@ -145,22 +151,25 @@ def task_create(
     plugin_version, timeout = _version_checked(plugin, version, params, run_as, control)
     if callback_url:
         callback_url_check(callback_url)
-    targets = targets_checked(actor, nodes, hosts)
-    quota_check(actor, len(targets))
+    target = targets_checked(actor, nodes, hosts)
+    quota_check(actor)
     with transaction.atomic():
         task = Task.objects.create(
             plugin_version=plugin_version, params=params, run_as=run_as, creator=actor,
             timeout=timeout, priority=control.priority, concurrency=control.concurrency,
             batches=control.batches, failure_threshold=threshold_check(control.failure_threshold),
             auto_resume=control.auto_resume, task_type=control.task_type,
-            callback_url=callback_url, total_hosts=len(targets),
+            callback_url=callback_url,
             callback_secret=secrets.token_hex(32) if callback_url else "",
         )
+        # any refusal below rolls the task back: bad input changes nothing
+        count = subtasks_insert(task, target)
+        if not count:
+            raise InvalidInput.field("target", "the target matches no host")
+        quota_check(actor, count)
+        Task.objects.filter(pk=task.pk).update(total_hosts=count, n_pending=count)
+        task.total_hosts = task.n_pending = count
         if callback_url:
             CallbackCursor.objects.create(task=task)
-        SubTask.objects.bulk_create(
-            [SubTask(task=task, host_id=h, datacenter_id=dc) for h, dc in targets],
-            batch_size=5000,
-        )
         release_request(task.pk)
     return task

@@ -12,14 +12,13 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from ccs import routing
-from ccs.celery import app as celery_app
 from ccs.errors import Conflict
 
+from .. import dispatch
 from ..models import SubTask, Task
 from ..states import FINAL, NOT_STARTED, ON_HOST, SubTaskStatus, TaskStatus, task_predecessors
 from ..transitions import Moved, events_record, lock_in_states, move_uniform, task_move
-from .release import progress_read, release_request, task_progress_update
+from .release import counts_read, release_request, task_progress_update
 
 S = SubTaskStatus
 AGENT_OPS = ("pause", "resume", "stop")
@@ -31,10 +30,7 @@ def _host_control_on_commit(task_id: int, op: str, rows: list[tuple[int, str]]) 
     for subtask_id, datacenter in rows:
         by_dc[datacenter].append(subtask_id)
     for datacenter, ids in by_dc.items():
-        kwargs = {"task_id": task_id, "datacenter": datacenter, "op": op, "subtask_ids": ids}
-        transaction.on_commit(
-            lambda kw=kwargs: celery_app.send_task(routing.TASK_HOST_CONTROL, kwargs=kw)
-        )
+        dispatch.subtasks_control(task_id, datacenter, op, ids).on_commit()
 
 
 def _on_host(task_id: int, states: frozenset[str]) -> list[tuple[int, str]]:
@@ -50,7 +46,7 @@ def _move(task_id: int, states: frozenset[str], target: str, actor, ids=None) ->
 
 
 def _task_for_update(task_id: int, allowed: Collection[str], action: str) -> Task:
-    task = Task.objects.select_for_update().get(pk=task_id)
+    task = Task.objects.select_for_update(no_key=True).get(pk=task_id)
     if task.status not in allowed:
         raise Conflict(f"cannot {action} a task that is {task.status}", {"status": [task.status]})
     return task
@@ -81,7 +77,7 @@ def task_resume(*, actor: AbstractBaseUser | None, task_id: int, batch: int | No
         events_record(task_id, moved, now)
         task_move(
             task_id, TaskStatus.RUNNING if task.started_at else TaskStatus.PENDING,
-            paused_reason="", failures_acknowledged=progress_read(task_id).failures,
+            paused_reason="", failures_acknowledged=counts_read(task_id).progress().failures,
         )
         _host_control_on_commit(task_id, "resume", _on_host(task_id, frozenset({S.PAUSED})))
         release_request(task_id)
@@ -98,15 +94,15 @@ def task_stop(*, actor: AbstractBaseUser, task_id: int) -> Task:
         events_record(task_id, moved, now)
         task_move(task_id, TaskStatus.STOPPING, paused_reason="")
         _host_control_on_commit(task_id, "stop", _on_host(task_id, ON_HOST))
-        task_progress_update(task_id, now)
+        task_progress_update(task_id, now, counts_read(task_id))
     return Task.objects.get(pk=task_id)
 
 
 def _subtask_change(actor, subtask: SubTask, target: str) -> SubTask:
     now = timezone.now()
     moved = _move(subtask.task_id, frozenset({subtask.status}), target, actor, [subtask.pk])
-    events_record(subtask.task_id, moved, now)
-    task_progress_update(subtask.task_id, now)
+    counts = events_record(subtask.task_id, moved, now)
+    task_progress_update(subtask.task_id, now, counts)
     subtask.status = target
     return subtask
 

@@ -6,17 +6,16 @@ from dataclasses import replace
 from django.db import transaction
 from django.utils import timezone
 
-from ..fanout import FANOUT
+from ..hosts.fanout import FANOUT
+from ..hosts.jobs import HOST_COLUMNS, HostJob, host_jobs, shard_jobs
+from ..models import Task
 from ..results import HostResult
-from ..selectors import shard_jobs
-from ..states import SubTaskStatus
 from ..transitions import (
     events_record,
-    lock_in_states,
-    lock_movable,
-    move_uniform,
+    lock_by_ids,
     move_with_rows,
     sources,
+    start_on_host,
     task_mark_started,
 )
 from .operate import host_acks_save
@@ -28,30 +27,35 @@ CONTROL_TIMEOUT = 10.0
 CONFIRMS = {"pause": "paused", "resume": "running", "stop": "stopping"}
 
 
-def shard_start(*, task_id: int, subtask_ids: list[int], worker: str) -> list[int]:
+def shard_start(*, task_id: int, subtask_ids: list[int], worker: str) -> list[HostJob]:
     """Mark the shard's still-queued subtasks running (held or stopped ones are skipped);
-    returns the ids this worker now owns."""
+    returns the jobs this worker now owns, ready to send."""
     now = timezone.now()
     with transaction.atomic():
-        locked = lock_movable(task_id, SubTaskStatus.RUNNING, subtask_ids)
-        locked = [row for row in locked if row[1] == SubTaskStatus.QUEUED]
-        moved = move_uniform(task_id, SubTaskStatus.RUNNING, locked, worker=worker, started_at=now)
+        moved, rows = start_on_host(subtask_ids, worker, now, HOST_COLUMNS)
         events_record(task_id, moved, now)
         if moved:
             task_mark_started(task_id, now)
-    return [m.subtask_id for m in moved]
+    if not rows:
+        return []
+    task = Task.objects.select_related("plugin_version__plugin").get(pk=task_id)
+    return host_jobs(task, rows)
 
 
-def shard_results_save(*, task_id: int, results: list[HostResult]) -> int:
-    """Persist a batch of host results in one statement, with their events; returns rows moved."""
+def shard_results_save(
+    *, task_id: int, results: list[HostResult], hostnames: dict[int, str]
+) -> int:
+    """Persist a batch of host results in one statement, with their events; returns rows
+    moved. `hostnames` names each subtask's host (for its event)."""
     by_id = {r.subtask_id: r for r in results}
     now = timezone.now()
     with transaction.atomic():
-        locked = lock_in_states(task_id, sources(r.status for r in results), by_id)
+        locked = lock_by_ids(list(by_id), sources(r.status for r in results))
+        locked = [(sid, status, hostnames[sid]) for sid, status in locked]
         moved = move_with_rows(locked, {sid: r.row() for sid, r in by_id.items()})
         moved = [replace(m, data=by_id[m.subtask_id].event_data()) for m in moved]
-        events_record(task_id, moved, now)
-        task_progress_update(task_id, now)
+        counts = events_record(task_id, moved, now)
+        task_progress_update(task_id, now, counts)
     if len(moved) != len(results):
         log.warning("task %s: %d results arrived for subtasks no longer on their host",
                     task_id, len(results) - len(moved))
@@ -60,19 +64,20 @@ def shard_results_save(*, task_id: int, results: list[HostResult]) -> int:
 
 def shard_run(*, task_id: int, subtask_ids: list[int], worker: str) -> int:
     """Start the shard's queued subtasks, fan them out, and save results as they arrive."""
-    owned = shard_start(task_id=task_id, subtask_ids=subtask_ids, worker=worker)
-    if not owned:
+    jobs = shard_start(task_id=task_id, subtask_ids=subtask_ids, worker=worker)
+    if not jobs:
         return 0
-    jobs = shard_jobs(task_id, owned)
-    FANOUT.run(jobs, lambda batch: shard_results_save(task_id=task_id, results=batch))
-    return len(owned)
+    hostnames = {job.subtask_id: job.hostname for job in jobs}
+    FANOUT.run(jobs, lambda batch: shard_results_save(
+        task_id=task_id, results=batch, hostnames=hostnames))
+    return len(jobs)
 
 
 def host_control_run(*, task_id: int, op: str, subtask_ids: list[int]) -> dict[int, str]:
     """Ask the agents of these subtasks to pause, resume or stop their job; record the
     confirmed pauses and resumes. Returns each subtask's answer, for the log."""
     jobs = shard_jobs(task_id, subtask_ids)
-    requests = [(job.endpoint, {"op": op, "job_id": job.job["id"]}) for job in jobs]
+    requests = [(job.endpoint, {"op": op, "job_id": job.job_id}) for job in jobs]
     replies = FANOUT.call_all(requests, timeout=CONTROL_TIMEOUT)
     answers = {job.subtask_id: _answer(reply) for job, reply in zip(jobs, replies, strict=True)}
     confirmed = [sid for sid, state in answers.items() if state == CONFIRMS.get(op)]
@@ -83,6 +88,7 @@ def host_control_run(*, task_id: int, op: str, subtask_ids: list[int]) -> dict[i
 def _answer(reply: object) -> str:
     if isinstance(reply, BaseException):
         return f"unreachable: {type(reply).__name__} {getattr(reply, 'reason', reply)}"
-    if not reply.get("ok"):
-        return f"error: {reply.get('error')}"
+    if not isinstance(reply, dict) or not reply.get("ok"):
+        error = reply.get("error") if isinstance(reply, dict) else "not an object"
+        return f"error: {error}"
     return str(reply.get("state"))

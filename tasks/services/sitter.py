@@ -3,21 +3,21 @@ agent (the pull half of push + pull); keeps each host's status and last-seen tim
 
 import logging
 from collections import defaultdict
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from ccs import routing
-from ccs.celery import app as celery_app
+from agent.protocol import DONE, UNKNOWN, BadReply, job_view
 from permissions.models import Host
 
-from ..fanout import FANOUT, endpoint_for, failure, result_from_reply
+from .. import dispatch
+from ..hosts.endpoints import endpoint_for
+from ..hosts.fanout import FANOUT
+from ..hosts.jobs import shard_jobs
+from ..hosts.replies import lost, result_from_view
 from ..models import SubTask, Task
-from ..results import HostResult
-from ..selectors import shard_jobs
 from ..states import ON_HOST, TASK_ACTIVE, SubTaskStatus
 from ..transitions import events_record, lock_movable, move_uniform
 from .release import shards_send_on_commit
@@ -43,9 +43,7 @@ def sitter_run() -> dict[str, int]:
             overdue[(task.pk, datacenter)].append(subtask_id)
         stale += _requeue_stale(task, now)
     for (task_id, datacenter), ids in overdue.items():
-        celery_app.send_task(routing.TASK_PULL, kwargs={
-            "task_id": task_id, "datacenter": datacenter, "subtask_ids": ids,
-        })
+        dispatch.subtasks_pull(task_id, datacenter, ids).send()
     return {"overdue": sum(len(ids) for ids in overdue.values()), "requeued": stale}
 
 
@@ -67,38 +65,41 @@ def subtasks_pull(*, task_id: int, subtask_ids: list[int]) -> dict[str, int]:
     A job still running or paused is left alone."""
     jobs = shard_jobs(task_id, subtask_ids)
     replies = FANOUT.call_all(
-        [(job.endpoint, {"op": "status", "job_id": job.job["id"]}) for job in jobs],
+        [(job.endpoint, {"op": "status", "job_id": job.job_id}) for job in jobs],
         timeout=settings.CCS_SITTER_PULL_TIMEOUT,
     )
     results, unknown, counts = [], [], defaultdict(int)
     lost_after = timezone.now() - timedelta(seconds=settings.CCS_SITTER_LOST_AFTER)
     started = dict(SubTask.objects.filter(id__in=subtask_ids).values_list("id", "started_at"))
     for job, reply in zip(jobs, replies, strict=True):
-        state = _state(reply)
+        state, result = _state(reply)
         counts[state] += 1
-        if state == "done":
-            results.append(result_from_reply(job.subtask_id, {"ok": True, **reply}))
-        elif state == "unknown":
+        if state == DONE:
+            results.append(result_from_view(job.subtask_id, result))
+        elif state == UNKNOWN:
             unknown.append(job.subtask_id)
         elif state == "unreachable" and started[job.subtask_id] < lost_after:
-            results.append(_lost(job.subtask_id, f"agent unreachable: {reply}"))
+            results.append(lost(job.subtask_id, f"agent unreachable: {reply}"))
     if results:
-        shard_results_save(task_id=task_id, results=results)
+        hostnames = {job.subtask_id: job.hostname for job in jobs}
+        shard_results_save(task_id=task_id, results=results, hostnames=hostnames)
     if unknown:
         _redispatch(task_id, unknown)
     return dict(counts)
 
 
-def _state(reply: object) -> str:
+def _state(reply: object) -> tuple[str, dict | None]:
+    """The job's state (and result once done) from a `status` reply; "unreachable" when there
+    was no reply, "error: ..." for an agent error or a reply of the wrong shape."""
     if isinstance(reply, BaseException):
-        return "unreachable"
-    if not reply.get("ok"):
-        return "unknown" if "unknown" in str(reply.get("error")) else "error"
-    return str(reply.get("state"))
-
-
-def _lost(subtask_id: int, reason: str) -> HostResult:
-    return replace(failure(subtask_id, reason), status=S.LOST)
+        return "unreachable", None
+    try:
+        state, result = job_view(reply)
+    except BadReply as exc:
+        return f"error: bad reply: {exc}", None
+    if "unknown" in state:  # the SSH channel's "unknown job" error: never started there
+        return UNKNOWN, None
+    return state, result
 
 
 def _redispatch(task_id: int, subtask_ids: list[int]) -> None:
@@ -120,9 +121,7 @@ def hosts_probe_plan() -> int:
         by_dc[datacenter].append(host_id)
     for datacenter, ids in by_dc.items():
         for start in range(0, len(ids), PROBE_CHUNK):
-            celery_app.send_task(routing.TASK_PROBE, kwargs={
-                "datacenter": datacenter, "host_ids": ids[start:start + PROBE_CHUNK],
-            })
+            dispatch.hosts_probe(datacenter, ids[start:start + PROBE_CHUNK]).send()
     return sum(len(ids) for ids in by_dc.values())
 
 

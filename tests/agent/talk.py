@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 from agent.client import ChannelPool, Endpoint
-from tests.agent.procs import eventually, group_states
+from tests.agent.procs import eventually, group_states, paused_states
 
 Reply = dict[str, Any]
 
@@ -37,15 +39,39 @@ class AgentClient:
         await self.pool.close()
 
 
+@contextlib.asynccontextmanager
+async def serving(
+    agent_server: Any, keys: dict[str, bytes], host_id: str, **options: Any
+) -> AsyncIterator[AgentClient]:
+    """An in-process agent (the `agent_server` fixture, with these options) and a client of
+    one of its host identities."""
+    async with agent_server(**options) as server:
+        client = AgentClient(server.port, host_id, keys[host_id])
+        try:
+            yield client
+        finally:
+            await client.close()
+
+
+async def run_each(port: int, host_id: str, key: bytes, jobs: list[dict[str, Any]]
+                   ) -> list[dict[str, Any]]:
+    """Deliver the jobs to an agent one after another; their results, in order."""
+    client = AgentClient(port, host_id, key)
+    try:
+        return [(await client.call("run", job=job))["result"] for job in jobs]
+    finally:
+        await client.close()
+
+
 async def frozen(pgid: int, members: int = 1) -> dict[int, str]:
-    """Wait until the group has at least `members` processes and every one is stopped (T)."""
+    """Wait until the group has at least `members` processes and every one is paused (stopped,
+    or in a frozen cgroup)."""
 
     async def check() -> dict[int, str] | None:
-        states = group_states(pgid)
-        stopped = len(states) >= members and all(s == "T" for s in states.values())
-        return states if stopped else None
+        states = paused_states(pgid)
+        return states if states is not None and len(states) >= members else None
 
-    return await eventually(check, f"every process of group {pgid} in state T")
+    return await eventually(check, f"every process of group {pgid} paused")
 
 
 async def members(pgid: int, count: int) -> dict[int, str]:

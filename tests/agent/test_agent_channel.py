@@ -113,6 +113,13 @@ def test_unknown_version_is_refused() -> None:
         server.open(_body(frame))
 
 
+def test_authenticated_json_nested_too_deeply_is_refused_like_any_malformed_frame() -> None:
+    client, server = _pair()
+    deep = b'{"a":' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    with pytest.raises(ChannelError, match="bad-json"):
+        server.open(_body(encode_frame(client.sender, 1, "h1", deep)))
+
+
 def test_authenticated_non_object_is_refused() -> None:
     client, server = _pair()
     with pytest.raises(ChannelError, match="bad-json"):

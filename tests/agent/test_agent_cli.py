@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import select
+import shutil
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,51 +18,11 @@ from agent.client import ChannelPool, Endpoint
 from agent.errors import ChannelError
 from agent.signing import public_key_pem
 from agent.spool import file_key
-from tests.agent.procs import eventually, living_members, wait_until
-from tests.agent.talk import AgentClient
+from tests.agent.procs import Agent, eventually, living_members, wait_until
+from tests.agent.talk import AgentClient, run_each
 
 REPO = Path(__file__).resolve().parents[2]
 SOLO = "solo.dc1"
-
-
-def _command() -> list[str]:
-    # the console script exists once the project is installed; `python -m agent` always does
-    script = Path(sys.executable).parent / "ccs-agent"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "agent"]
-
-
-class Agent:
-    """One `ccs-agent` process; its log goes to a file so that it can never block on a pipe."""
-
-    def __init__(self, command: str, config: dict[str, Any], tmp_path: Path) -> None:
-        path = tmp_path / "agent.json"
-        path.write_text(json.dumps(config))
-        self.log_path = tmp_path / f"agent-{len(list(tmp_path.glob('agent-*.log')))}.log"
-        with open(self.log_path, "w") as log:
-            self.proc = subprocess.Popen(
-                [*_command(), command, "--config", str(path)],
-                cwd=REPO,
-                env={**os.environ, "PYTHONPATH": str(REPO)},
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-            )
-
-    def ready_port(self) -> int:
-        assert self.proc.stdout is not None
-        readable, _, _ = select.select([self.proc.stdout], [], [], 15)
-        assert readable, f"agent did not report ready: {self.log()}"
-        line = self.proc.stdout.readline()
-        assert line.startswith("ready "), line + self.log()
-        return int(line.split()[1])
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def finish(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
 
 
 @pytest.fixture
@@ -79,6 +37,7 @@ def fleet(
         "hosts": {host_id: key.hex() for host_id, key in host_keys.items()},
         "exec_mode": "process",
         "output_cap": 4096,
+        "log_level": "info",  # a fleet logs per-job lines only when asked
     }
     agent = Agent("fleet", config, tmp_path)
     try:
@@ -113,6 +72,38 @@ def test_fleet_serves_two_hosts_with_their_own_keys(
     log = agent.log()
     assert f"job-end host={host_a} job={job['id']} status=success" in log
     assert "connection-rejected peer=127.0.0.1:" in log and "Traceback" not in log
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")
+def test_each_pipe_of_a_job_is_closed_once(
+    tmp_path: Path, signer: Ed25519PrivateKey, host_keys: dict[str, bytes], make_job: Any
+) -> None:
+    # the agent runs on uvloop; a descriptor closed twice shows as close() = EBADF, and in a
+    # busy agent the second close can hit a file another thread has just opened
+    config = {
+        "listen": "127.0.0.1:0",
+        "public_keys": [public_key_pem(signer)],
+        "hosts": {host_id: key.hex() for host_id, key in host_keys.items()},
+        # a traced process that stops itself (a job held until it is in its cgroup) may miss
+        # the SIGCONT that lets it go: the pipes are the same either way
+        "containment": "process-group",
+    }
+    trace = tmp_path / "close.trace"
+    strace = ("strace", "-f", "-qq", "-e", "trace=close", "-e", "status=failed", "-o", str(trace))
+    agent = Agent("fleet", config, tmp_path, wrapper=strace)
+    host_id, key = next(iter(host_keys.items()))
+    jobs = [make_job(f"echo out {n}\necho err {n} >&2\n") for n in range(10)]
+
+    try:
+        results = asyncio.run(run_each(agent.ready_port(), host_id, key, jobs))
+        os.kill(agent.pid(), signal.SIGTERM)  # the agent, not strace
+        assert agent.proc.wait(timeout=30) == 0
+    finally:
+        agent.finish()
+    assert [r["stdout"] for r in results] == [f"out {n}\n" for n in range(10)], results
+    assert [r["stderr"] for r in results] == [f"err {n}\n" for n in range(10)]
+    failed = [line for line in trace.read_text().splitlines() if "EBADF" in line]
+    assert failed == []
 
 
 @pytest.fixture
@@ -341,6 +332,9 @@ def test_bad_fleet_config_exits_2_naming_the_field(
         ({"start_delay": True}, "start_delay"),
         ({"log_level": "loud"}, "log_level"),
         ({"exec_mode": "dry"}, "exec_mode: unknown field"),
+        ({"work_dir": "work"}, "work_dir: must be an absolute directory path"),
+        ({"work_dir": "/proc/no-work-here"}, "work_dir: cannot create or open /proc/no-work-here"),
+        ({"containment": "jail"}, "containment: must be auto or one of cgroup2, "),
         ({"spoool": "/tmp"}, "spoool: unknown field"),
     ],
 )
@@ -348,6 +342,17 @@ def test_bad_serve_config_exits_2_naming_the_field(
     tmp_path: Path, solo: dict[str, Any], change: dict[str, Any], field: str
 ) -> None:
     _assert_config_error("serve", {**solo, **change}, tmp_path, field)
+
+
+def test_a_work_directory_others_could_change_is_refused(
+    tmp_path: Path, solo: dict[str, Any]
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # anyone could rename the work directory away and put a link there
+    config = {**solo, "work_dir": str(shared / "work")}
+    _assert_config_error("serve", config, tmp_path, f"work_dir: {shared / 'work'}: {shared} is "
+                         "writable by other accounts")
 
 
 def test_serve_without_a_spool_must_say_so(tmp_path: Path, solo: dict[str, Any]) -> None:
@@ -371,6 +376,10 @@ def test_the_systemd_unit_runs_the_production_agent() -> None:
         "Restart=always",
         "User=root",
         "KillMode=mixed",
+        # jobs in cgroups of their own; job directories passable, not listable; a private /tmp
+        "Delegate=yes",
+        "StateDirectoryMode=0711",
+        "PrivateTmp=yes",
     } <= lines
     # nothing that would stop a root agent from switching to the job's account
     assert not any(line.startswith(("CapabilityBoundingSet", "PrivateUsers")) for line in lines)
@@ -386,3 +395,4 @@ def test_the_example_config_is_valid(tmp_path: Path, signer: Ed25519PrivateKey) 
     config["public_keys"] = [str(tmp_path / "signing.pub")]
     settings = load_settings("serve", config)
     assert (settings.spool, settings.retention) == ("/var/lib/ccs-agent/spool", 7 * 86400)
+    assert (settings.work_dir, settings.containment) == ("/var/lib/ccs-agent/work", "auto")

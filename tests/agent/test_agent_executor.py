@@ -27,7 +27,10 @@ as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs a root agent")
 def run(signer: Ed25519PrivateKey) -> Callable[..., dict[str, Any]]:
     def execute(job: dict[str, Any], **options: Any) -> dict[str, Any]:
         executor = Executor([signer.public_key()], **options)
-        return asyncio.run(executor.run(job))
+        try:
+            return asyncio.run(executor.run(job))
+        finally:
+            executor.close()
 
     return execute
 
@@ -159,12 +162,29 @@ def test_output_is_capped_with_flags_and_total_sizes(run: Any, make_job: Job) ->
     assert (result["stderr_truncated"], result["stderr_size"]) == (False, 50)
 
 
-def test_script_lives_in_a_private_directory_removed_afterwards(run: Any, make_job: Job) -> None:
-    body = 'echo "$0"\nstat -c %a "$(dirname "$0")" "$0"\n'
-    result = run(make_job(body))
-    script, dir_mode, file_mode = result["stdout"].split()
-    assert (dir_mode, file_mode) == ("700", "700")
-    assert not os.path.exists(os.path.dirname(script))
+def test_script_lives_in_a_private_directory_removed_afterwards(
+    run: Any, make_job: Job, tmp_path: Path
+) -> None:
+    body = 'echo "$0"\npwd\nstat -c %a . "$0" params.json\nstat -c "%a %U" ..\n'
+    result = run(make_job(body), work_dir=str(tmp_path / "work"))
+    script, workdir, dir_mode, file_mode, params_mode, parent = result["stdout"].splitlines()
+    assert (script, os.path.dirname(workdir)) == ("./job.sh", str(tmp_path / "work"))
+    assert (dir_mode, file_mode, params_mode) == ("700", "700", "600")
+    assert parent == f"711 {ME}"  # the agent's own: others may pass through, not look
+    assert not os.path.exists(workdir)
+
+
+def test_the_work_directory_must_be_the_agents_alone(
+    run: Any, make_job: Job, tmp_path: Path
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)  # writable by anyone, not sticky: they could swap what is in it
+    result = run(make_job("true\n"), work_dir=str(shared / "work"))
+    assert (result["status"], result["exit_code"]) == ("failed", None)
+    assert result["reason"] == (
+        f"spawn-failed: work directory: {shared / 'work'}: {shared} is writable by other accounts"
+    )
 
 
 @as_root

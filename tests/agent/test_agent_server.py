@@ -17,7 +17,7 @@ import agent
 from agent.channel import Session, client_handshake, encode_frame, read_frame, server_handshake
 from agent.client import ChannelPool, Endpoint
 from agent.errors import ChannelError
-from agent.server import AgentServer
+from agent.server import AgentServer, Limits
 from tests.agent.procs import living_members
 
 HOST_A = "web-1.dc1"
@@ -366,13 +366,72 @@ def test_unknown_host_and_oversized_frames_are_counted(
 ) -> None:
     async def attack(server: AgentServer) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
-        with pytest.raises(ChannelError, match="closed"):
+        with pytest.raises(ChannelError, match="bad-proof"):
+            # answered like a known host; the proof it gets cannot be checked with any key
             await client_handshake(reader, writer, "intruder", host_keys[HOST_A])
+        writer.close()
         reader, writer, _ = await _connect(server, HOST_A, host_keys[HOST_A])
         writer.write(struct.pack(">I", 64 * 1024 * 1024))
         assert await _closed_by_server(reader)
 
     assert _refusal(agent_server, attack) == {"unknown-host": 1, "too-large": 1}
+
+
+def test_an_unknown_host_id_gets_the_answer_a_known_one_gets(agent_server: Any) -> None:
+    """No oracle for which host ids an agent serves: a HELLO for an unknown id is answered
+    with a reply of the same size and shape, and the connection is refused only at the proof,
+    exactly as for a known id with a wrong key."""
+
+    async def hello_then_bad_proof(server: AgentServer, host_id: str) -> tuple[int, bool]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        host = host_id.encode()
+        hello = b"CCS1" + bytes([len(host)]) + host + os.urandom(32)
+        writer.write(struct.pack(">I", len(hello)) + hello)
+        reply = await read_frame(reader)
+        writer.write(struct.pack(">I", 32) + os.urandom(32))
+        return len(reply), await _closed_by_server(reader)
+
+    async def scenario() -> tuple[list[tuple[int, bool]], dict[str, int]]:
+        async with agent_server() as server:
+            answers = [await hello_then_bad_proof(server, h) for h in (HOST_A, "intruder")]
+            await asyncio.sleep(0.05)
+            return answers, dict(server.counters)
+
+    answers, counters = asyncio.run(scenario())
+    assert answers == [(64, True), (64, True)]
+    assert counters == {"bad-proof": 1, "unknown-host": 1}
+
+
+def test_a_flood_of_silent_connections_is_bounded_and_the_agent_keeps_serving(
+    agent_server: Any, host_keys: dict[str, bytes]
+) -> None:
+    """Unauthenticated connections beyond the per-peer limit are closed at once, so a flood
+    cannot take every descriptor; an established channel goes on being served, and the
+    silent ones are dropped at the (short) handshake deadline."""
+    limits = Limits(handshakes=8, handshakes_per_peer=4, connections_per_peer=16)
+
+    async def scenario() -> tuple[int, list[bool], dict[str, Any], bool, dict[str, int]]:
+        async with agent_server(limits=limits, handshake_timeout=0.5) as server:
+            pool = ChannelPool()
+            await pool.request(_endpoint(server, host_keys), {"op": "health"}, 5)
+            flood = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(12)]
+            await asyncio.sleep(0.1)
+            held = len(server.connections)
+            refused = [await _closed_by_server(r) for r, _ in flood[4:]]
+            health = await pool.request(_endpoint(server, host_keys), {"op": "health"}, 5)
+            await asyncio.sleep(0.6)  # past the handshake deadline: the silent ones are gone
+            later = await pool.request(_endpoint(server, host_keys, HOST_B), {"op": "health"}, 5)
+            await pool.close()
+            for _, writer in flood:
+                writer.close()
+            return held, refused, health, later["ok"], dict(server.counters)
+
+    held, refused, health, later_ok, counters = asyncio.run(scenario())
+    assert held == 1 + 4  # the pooled channel and four silent connections, no more
+    assert all(refused)
+    assert health["ok"] is True and later_ok is True
+    assert counters["too-many-handshakes-per-peer"] == 8
+    assert counters["timeout"] == 4
 
 
 def test_silent_client_is_dropped_after_the_handshake_timeout(agent_server: Any) -> None:

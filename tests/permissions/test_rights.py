@@ -140,27 +140,51 @@ def test_task_creation_needs_operate_on_every_target_host(tree):
     assert _create(member, nodes=["corp/search/frontend/bj"]).status_code == 201
     assert _create(grouped, nodes=["corp/search/frontend/sh"]).status_code == 201
     assert _create(client_for(tree.owner), nodes=["corp/search"]).status_code == 201
-    refused = _create(member, nodes=["corp/search"], hosts=["ads-t000"])
+    # the viewer sees corp/search but operates nothing: refused, naming what it sees
+    refused = _create(client_for(tree.viewer), nodes=["corp/search/frontend"])
     assert refused.status_code == 403
     body = refused.json()
-    assert "3 of the target hosts" in body["detail"]
+    assert "4 of the target hosts" in body["detail"]
     assert body["errors"]["target"] == [
-        "not operable: ads-t000",
+        "not operable: bj-t000",
+        "not operable: bj-t001",
         "not operable: sh-t000",
         "not operable: sh-t001",
     ]
-    for who in (tree.viewer, tree.outsider):
-        assert _create(client_for(who), nodes=["corp/search/frontend/bj"]).status_code == 403
+    named = _create(client_for(tree.viewer), hosts=["bj-t001"])
+    assert named.status_code == 403
+    assert named.json()["errors"] == {"target": ["not operable: bj-t001"]}
+    # a host the member cannot even see is, to the member, a host that does not exist
+    assert _create(member, nodes=["corp/search/frontend/bj"], hosts=["sh-t000"]).status_code == 400
     assert Task.objects.count() == 3
+
+
+def test_absent_and_out_of_sight_targets_get_one_answer(tree):
+    """No refusal tells what exists outside a user's view: a node or host the user cannot see
+    is answered exactly as one that does not exist, and no host under it is named."""
+    outsider = client_for(tree.outsider)
+    for field, hidden, absent in (
+        ("nodes", "corp/search/frontend/bj", "corp/nowhere"),
+        ("hosts", "bj-t000", "no-such-host"),
+    ):
+        answers = [_create(outsider, **{field: [name]}) for name in (hidden, absent)]
+        assert [a.status_code for a in answers] == [400, 400]
+        kind = field[:-1]
+        assert [a.json() for a in answers] == [
+            {"detail": f"target.{field}: unknown {kind}: {name}",
+             "errors": {f"target.{field}": [f"unknown {kind}: {name}"]}}
+            for name in (hidden, absent)
+        ]
+    assert Task.objects.count() == 0
 
 
 def test_refusal_lists_at_most_20_hosts_and_the_total(tree):
     from tests.factories import hosts_make
 
-    hosts_make("dc2", 25, port=1, node_path="corp/ads/big", prefix="big")
-    refused = _create(client_for(tree.member), nodes=["corp/ads"])
+    hosts_make("dc2", 25, port=1, node_path="corp/search/big", prefix="big")
+    refused = _create(client_for(tree.viewer), nodes=["corp/search"])
     assert refused.status_code == 403
-    assert "27 of the target hosts" in refused.json()["detail"]
+    assert "29 of the target hosts" in refused.json()["detail"]
     assert len(refused.json()["errors"]["target"]) == 20
 
 
@@ -183,14 +207,14 @@ def test_rights_inherit_and_revocation_takes_effect_at_once(tree):
     assign_perm("operate_node", tree.outsider, tree.node["corp/search/frontend"])
     assert _create(outsider, nodes=["corp/search/frontend/bj"]).status_code == 201
     remove_perm("operate_node", tree.outsider, tree.node["corp/search/frontend"])
-    assert _create(outsider, nodes=["corp/search/frontend/bj"]).status_code == 403
+    assert _create(outsider, nodes=["corp/search/frontend/bj"]).status_code == 400  # unseen
 
 
 def test_moving_a_node_or_host_moves_its_rights(tree, admin):
     bj = tree.node["corp/search/frontend/bj"]
     node_move(actor=admin, node=bj, parent=tree.node["corp/ads"])
     owner, member = client_for(tree.owner), client_for(tree.member)
-    assert _create(owner, hosts=["bj-t000"]).status_code == 403  # no longer under corp/search
+    assert _create(owner, hosts=["bj-t000"]).status_code == 400  # no longer in the owner's view
     assert _create(member, hosts=["bj-t000"]).status_code == 201  # granted on the node itself
     host = Host.objects.get(hostname="ads-t000")
     host.nodes.set([tree.node["corp/search/frontend/sh"]])

@@ -56,6 +56,54 @@ def test_review_page_shows_diff_against_the_previous_approved_version(people, hi
     assert 'id="timeout">42 s<' in html
 
 
+def test_review_page_diffs_every_signed_field_not_only_the_body(people, make_version):
+    schema = {"type": "object", "properties": {"who": {"type": "string"}}}
+    make_version("approved", interpreter="sh", run_as=["nobody"], timeout=30,
+                 params_schema=schema)
+    wider = {"type": "object", "properties": {"who": {"type": "string"},
+                                              "cmd": {"type": "string"}}}
+    widened = make_version("pending", interpreter="bash", run_as=["nobody", "root"],
+                           timeout=3600, params_schema=wider)
+    page = browser(people.reviewer).get(_review_url(widened))
+    changes = {c["field"]: c for c in page.context["changes"]}
+    assert list(changes) == ["interpreter", "run_as", "timeout", "params_schema"]
+    assert (changes["interpreter"]["before"], changes["interpreter"]["after"]) == ("sh", "bash")
+    assert changes["run_as"]["added"] == ["root"] and changes["run_as"]["removed"] == []
+    assert (changes["timeout"]["before"], changes["timeout"]["after"]) == ("30 s", "3600 s")
+    assert all(c["changed"] for c in changes.values())
+    schema_diff = [line for _, line in changes["params_schema"]["diff"]]
+    assert '+    "cmd": {' in schema_diff
+    html = page.content.decode()
+    assert 'id="change-run_as" class="changed"' in html
+    assert "widens the accounts it may run as: root" in html
+
+
+def test_unchanged_fields_are_said_to_be_unchanged(people, make_version):
+    make_version("approved", body="#!/bin/sh\necho one\n")
+    same = make_version("pending", body="#!/bin/sh\necho two\n")
+    page = browser(people.reviewer).get(_review_url(same))
+    assert [c["field"] for c in page.context["changes"] if c["changed"]] == []
+    assert 'id="change-timeout" class="same"' in page.content.decode()
+
+
+def test_review_page_flags_invisible_and_bidi_characters_and_long_lines(people, make_version):
+    body = ('#!/bin/sh\nif [ "$mode" = "safe\u202e \u2066" ]; then exit 0; fi\n'
+            "echo zero\u200bwidth\n" + "echo ok" + " " * 300 + "; rm -rf /srv\n")
+    version = make_version("pending", body=body)
+    page = browser(people.reviewer).get(_review_url(version))
+    warnings = [(w["line"], w["what"]) for w in page.context["body_warnings"]]
+    assert warnings == [
+        (2, "U+202E RIGHT-TO-LEFT OVERRIDE (bidirectional control)"),
+        (2, "U+2066 LEFT-TO-RIGHT ISOLATE (bidirectional control)"),
+        (3, "U+200B ZERO WIDTH SPACE (invisible)"),
+        (4, "320 characters long (longer than 200: read it to its end)"),
+    ]
+    html = page.content.decode()
+    assert "\u202e" not in html and "\u200b" not in html  # shown, never rendered
+    assert '<mark class="hidden-char">U+202E</mark>' in html
+    assert 'id="body-warnings"' in html
+
+
 def test_first_version_diff_is_the_whole_body(people, make_version):
     version = make_version("pending")
     page = browser(people.reviewer).get(_review_url(version))

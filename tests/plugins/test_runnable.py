@@ -4,8 +4,8 @@
 import pytest
 
 from plugins import services
+from tasks.hosts.jobs import shard_jobs
 from tasks.models import Task
-from tasks.selectors import shard_jobs
 from tests.factories import hosts_make
 
 pytestmark = pytest.mark.django_db

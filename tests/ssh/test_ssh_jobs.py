@@ -12,10 +12,10 @@ import pytest
 from agent.errors import JobRefused
 from permissions.hostkeys import HostKeyRefused, expected_host_key
 from plugins.signing import sign_meta
-from tasks.ssh.control import NoTrace, host_request
-from tasks.ssh.endpoint import SshEndpoint
-from tasks.ssh.jobs import job_check, job_run
-from tasks.ssh.remote import job_key
+from tasks.hosts.ssh.control import NoTrace, host_request
+from tasks.hosts.ssh.endpoint import SshEndpoint
+from tasks.hosts.ssh.jobs import job_check, job_run
+from tasks.hosts.ssh.remote import job_key
 
 from .conftest import Sshd
 

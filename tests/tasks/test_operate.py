@@ -7,6 +7,7 @@ from guardian.shortcuts import assign_perm
 from rest_framework.test import APIClient
 
 from permissions.models import Node
+from permissions.services.rights import right_grant, right_revoke
 from tasks.models import Quota, SubTask, Task, TaskEvent
 from tests.factories import hosts_make
 
@@ -110,6 +111,27 @@ def test_who_may_operate(api, hosts):
     assert _status(sub) == "pending"
     assert clients["operator"].post(f"/api/v1/subtasks/{sub}/pause/").status_code == 202
     assert clients["operator"].post(f"/api/v1/tasks/{task['id']}/stop/").status_code == 202
+
+
+def test_a_creator_whose_right_was_revoked_can_no_longer_steer_her_task(api, admin, hosts):
+    creator = get_user_model().objects.create_user("creator")
+    node = Node.objects.get(path="corp/test")
+    right_grant(actor=admin, node=node, principal=creator, permission="operate_node")
+    client = APIClient()
+    client.force_authenticate(creator)
+    task = _task(client)
+    sub = _first_subtask(task)
+    assert client.post(f"/api/v1/tasks/{task['id']}/pause/").status_code == 202
+    right_revoke(actor=admin, node=node, principal=creator, permission="operate_node")
+    for url in (f"/api/v1/tasks/{task['id']}", f"/api/v1/subtasks/{sub}"):
+        for action in ("resume", "stop", "pause"):
+            response = client.post(f"{url}/{action}/")
+            assert response.status_code == 403, (url, action)  # she still sees her task
+    assert client.get(f"/api/v1/tasks/{task['id']}/").status_code == 200
+    assert Task.objects.get(pk=task["id"]).status == "paused"
+    assert set(SubTask.objects.filter(task_id=task["id"]).values_list("status", flat=True)) == {
+        "held"
+    }
 
 
 @pytest.mark.parametrize(

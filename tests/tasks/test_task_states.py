@@ -78,8 +78,8 @@ def test_a_narrowed_move_only_acts_from_the_given_states(task):
 @pytest.mark.django_db(transaction=True)
 def test_finished_tasks_become_succeeded_failed_or_stopped():
     executor = MigrationExecutor(connection)
-    executor.migrate([("tasks", "0004_callbacks")])
-    apps = executor.loader.project_state([("tasks", "0004_callbacks")]).apps
+    executor.migrate([("tasks", "0005_hot_tables")])
+    apps = executor.loader.project_state([("tasks", "0005_hot_tables")]).apps
     hosts = hosts_make("dc1", 2, port=1)
     version = plugin_approved("noop", "true\n")
     user = get_user_model().objects.create_user("someone")

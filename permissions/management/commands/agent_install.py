@@ -8,8 +8,8 @@ from ccs.errors import InvalidInput
 from permissions.management.commands.import_hosts import ProgressBar
 from permissions.models import Host
 from permissions.selectors import hosts_for_target
-from tasks.ssh.bundle import agent_zipapp
-from tasks.ssh.install import (
+from tasks.hosts.ssh.bundle import agent_zipapp
+from tasks.hosts.ssh.install import (
     INITS,
     InstallOptions,
     InstallReport,

@@ -1,7 +1,6 @@
 """`make demo` and `make up`: seed two datacenters of simulated hosts, start the whole stack
 from the Procfile, run the built-in `ping` plugin on every host through the REST API."""
 
-import secrets
 import shlex
 import sys
 import time
@@ -14,6 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from rest_framework.authtoken.models import Token
 
+from ccs.keygen import ensure_secrets
 from ccs.stack import (
     Stack,
     StackError,
@@ -33,7 +33,8 @@ def up_text(web: str, flower: str, password: str) -> str:
     bin_dir = Path(sys.executable).parent
     return (
         f"CCS is up.\n  web admin  {web}/admin/   (login: admin / {password})\n"
-        f"  API docs   {web}/api/v1/docs/\n  Flower     {flower}\n"
+        f"  API docs   {web}/api/v1/docs/\n  Flower     {flower}   (login: "
+        f"{settings.CCS_FLOWER_USER} / the password in var/flower-password)\n"
         "The command line, in another shell:\n"
         f'  export CCS_URL={web} PATH="{bin_dir}:$PATH"\n'
         f"  eval \"$(CCS_PASSWORD={shlex.quote(password)} ccs login admin)\"\n"
@@ -77,10 +78,8 @@ class Command(BaseCommand):
         return ports
 
     def _admin(self) -> tuple[str, str]:
-        password_file = settings.VAR_DIR / "admin-password"
-        if not password_file.exists():
-            password_file.write_text(secrets.token_urlsafe(12))
-        password = password_file.read_text().strip()
+        ensure_secrets(settings.VAR_DIR)  # as `make secrets`: the admin password, 0600
+        password = (settings.VAR_DIR / "admin-password").read_text().strip()
         user, _ = get_user_model().objects.get_or_create(
             username="admin", defaults={"is_staff": True, "is_superuser": True}
         )

@@ -2,8 +2,8 @@
 
 from dataclasses import dataclass
 
-# The host fields a subtask query adds (after the agent fields) to build an SshEndpoint.
-SSH_FIELDS = ("host__channel", "host__ssh_port", "host__ssh_user", "host__ssh_host_key")
+# The host columns read (after the agent's) to build an SshEndpoint, in ssh_endpoint's order.
+SSH_COLUMNS = ("channel", "ssh_port", "ssh_user", "ssh_host_key")
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class SshEndpoint:
 def ssh_endpoint(
     hostname: str, address: str, account: str, channel: str, port: int, user: str, host_key: str
 ) -> SshEndpoint | None:
-    """The SSH endpoint of a host whose channel is `ssh` (the SSH_FIELDS, in order), else None."""
+    """The SSH endpoint of a host whose channel is `ssh` (the SSH_COLUMNS, in order), else None."""
     if channel != "ssh":
         return None
     return SshEndpoint(hostname, address, port, user, host_key, account)

@@ -34,7 +34,7 @@ def _add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
     archive.writestr(info, data)
 
 
-def agent_config(*, host_id: str, listen: str, key_file: str, spool: str,
+def agent_config(*, host_id: str, listen: str, key_file: str, spool: str, work_dir: str,
                  public_keys: list[str], output_cap: int) -> bytes:
     """The `ccs-agent serve` config (agent/PROTOCOL.md, section 10)."""
     config = {
@@ -43,6 +43,7 @@ def agent_config(*, host_id: str, listen: str, key_file: str, spool: str,
         "key_file": key_file,
         "public_keys": public_keys,
         "spool": spool,
+        "work_dir": work_dir,
         "output_cap": min(output_cap, MAX_OUTPUT_CAP),
         "log_level": "info",
     }

@@ -5,7 +5,6 @@ Replies have the agent's shape (PROTOCOL.md, sections 5 and 7), so the fan-out t
 channels alike. A job refused here or by the host fails with a reason starting "refused over ssh".
 """
 
-import hashlib
 import json
 import select
 import time
@@ -18,8 +17,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from django.conf import settings
 
 from agent.errors import JobRefused
-from agent.executor import CLEAN_PATH, INTERPRETERS, KILL_GRACE, param_env
-from agent.signing import canonical_bytes, load_public_key, verify
+from agent.executor import CLEAN_PATH, KILL_GRACE, param_env
+from agent.protocol import INTERPRETERS, JobChecker
+from agent.results import STOPPED_BEFORE_START, STOPPED_BY_OPERATOR, Stream, make_result
+from agent.signing import load_public_key
 from permissions.hostkeys import HostKeyRefused
 from plugins.signing import accepted_public_keys_pem
 
@@ -34,13 +35,7 @@ from .session import (
     ssh_session,
 )
 
-_JOB_FIELDS: dict[str, type] = {
-    "id": str, "meta": dict, "signature": str, "body": str, "account": str, "timeout": int,
-    "params": dict,
-}
 POLL = 0.1
-STOPPED_BY_OPERATOR = "stopped by operator"
-STOPPED_BEFORE_START = "stopped before start"
 
 
 class RemoteRefused(Exception):
@@ -61,47 +56,20 @@ class Capture:
         if room > 0:
             self.data += chunk[:room]
 
-    def fields(self, name: str) -> dict[str, Any]:
-        return {
-            name: self.data.decode(errors="replace"),
-            f"{name}_truncated": self.size > len(self.data),
-            f"{name}_size": self.size,
-        }
+    def stream(self) -> Stream:
+        return Stream(bytes(self.data), self.size, self.size > len(self.data))
 
 
 def job_check(job: object) -> dict[str, Any]:
-    """The agent's checks (PROTOCOL.md section 6), made by the control plane itself, before
-    connecting: fields, body hash, signature, account, timeout, interpreter."""
-    if not isinstance(job, dict):
-        raise JobRefused("bad-job: job")
-    for name, kind in _JOB_FIELDS.items():
-        if not isinstance(job.get(name), kind) or isinstance(job.get(name), bool):
-            raise JobRefused(f"bad-job: {name}")
-    meta = job["meta"]
-    try:
-        canonical_bytes(meta)
-    except ValueError as exc:
-        raise JobRefused(f"bad-meta: {exc}") from None
-    if hashlib.sha256(job["body"].encode()).hexdigest() != meta["sha256"]:
-        raise JobRefused("body-hash-mismatch")
-    verify(accepted_public_keys(), meta, job["signature"])
-    if job["account"] not in meta["run_as"]:
-        raise JobRefused(f"account-not-allowed: {job['account']}")
-    if not 1 <= job["timeout"] <= meta["timeout"]:
-        raise JobRefused("bad-timeout")
-    if meta["interpreter"] not in INTERPRETERS:
-        raise JobRefused("bad-interpreter")
-    return job
-
-
-def accepted_public_keys() -> list[Ed25519PublicKey]:
-    """The control plane's signing keys, current and previous (what agents are installed with)."""
-    return _loaded(tuple(accepted_public_keys_pem()))
+    """The agent's checks that need nothing of the host (PROTOCOL.md section 6), made by the
+    control plane itself before connecting, with the keys agents are installed with."""
+    return _checker(tuple(accepted_public_keys_pem())).check(job)
 
 
 @lru_cache(maxsize=4)
-def _loaded(pems: tuple[str, ...]) -> list[Ed25519PublicKey]:
-    return [load_public_key(pem) for pem in pems]
+def _checker(pems: tuple[str, ...]) -> JobChecker:
+    keys: list[Ed25519PublicKey] = [load_public_key(pem) for pem in pems]
+    return JobChecker(keys)
 
 
 def job_run(endpoint: SshEndpoint, job: dict[str, Any]) -> dict[str, Any]:
@@ -295,13 +263,7 @@ def _result(job: object, started: float, status: str, code: int | None = None,
             reason: str | None = None) -> dict[str, Any]:
     """A result in the agent's shape (PROTOCOL.md section 7)."""
     job_id = job.get("id") if isinstance(job, dict) else None
-    return {
-        "job_id": job_id if isinstance(job_id, str) else None,
-        "status": status,
-        "exit_code": code,
-        **(out or Capture(0)).fields("stdout"),
-        **(err or Capture(0)).fields("stderr"),
-        "started_at": started,
-        "finished_at": time.time(),
-        "reason": reason,
-    }
+    return make_result(
+        job_id if isinstance(job_id, str) else None, status, code,
+        (out or Capture(0)).stream(), (err or Capture(0)).stream(), started, reason,
+    )

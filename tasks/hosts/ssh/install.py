@@ -17,7 +17,7 @@ from permissions.hostkeys import HostKeyRefused
 from permissions.models import Host
 from plugins.signing import accepted_public_keys_pem
 
-from ..fanout import endpoint_for, host_key
+from ..endpoints import endpoint_for, host_key
 from . import bundle
 from .endpoint import SshEndpoint
 from .session import Completed, SshNotConfigured, SshUnreachable, execute, ssh_session
@@ -98,6 +98,7 @@ class _Layout:
     config: str
     key: str
     spool: str
+    work_dir: str
     pidfile: str
     log: str
 
@@ -109,7 +110,8 @@ def layout(prefix: str) -> _Layout:
     return _Layout(
         binary=at("/usr/local/bin/ccs-agent"), config=at("/etc/ccs-agent/agent.json"),
         key=at("/etc/ccs-agent/host.key"), spool=at("/var/lib/ccs-agent/spool"),
-        pidfile=at("/run/ccs-agent.pid"), log=at("/var/log/ccs-agent.log"),
+        work_dir=at("/var/lib/ccs-agent/work"), pidfile=at("/run/ccs-agent.pid"),
+        log=at("/var/log/ccs-agent.log"),
     )
 
 
@@ -212,7 +214,7 @@ def _files(host: Host, options: InstallOptions, port: int, paths: _Layout, agent
            init: str) -> dict[str, tuple[bytes, str]]:
     config = bundle.agent_config(
         host_id=host.hostname, listen=f"{options.listen_address}:{port}", key_file=paths.key,
-        spool=paths.spool, public_keys=accepted_public_keys_pem(),
+        spool=paths.spool, work_dir=paths.work_dir, public_keys=accepted_public_keys_pem(),
         output_cap=settings.CCS_OUTPUT_CAP,
     )
     files = {

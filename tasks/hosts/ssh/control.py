@@ -7,15 +7,15 @@ from typing import Any
 import paramiko
 
 from agent.executor import KILL_GRACE
+from agent.protocol import HEALTH, JOB_OPS, RESULT, STATUS
 from permissions.hostkeys import HostKeyRefused
 
 from . import remote
 from .endpoint import SshEndpoint
 from .session import SshNotConfigured, SshUnreachable, execute, run_as_prefix, ssh_session
 
-JOB_OPS = ("pause", "resume", "stop", "status", "result")
 # The sitter's `status` pull also removes what a dead worker left of a job that has ended.
-SCRIPT_OPS = {"status": "reap", "result": "status"}
+SCRIPT_OPS = {STATUS: "reap", RESULT: "status"}
 LOST = "the SSH session of the job ended while it ran (its worker died); its output is lost"
 
 
@@ -26,7 +26,7 @@ class NoTrace(SshUnreachable):
 def host_request(endpoint: SshEndpoint, message: dict[str, Any], timeout: float) -> dict[str, Any]:
     """Answer one request over a fresh SSH session; blocks (run it in a thread)."""
     op = message.get("op")
-    if op != "health" and op not in JOB_OPS:
+    if op != HEALTH and op not in JOB_OPS:
         return {"ok": False, "error": f"unknown-op: {str(op)[:64]}"}
     job_id = message.get("job_id")
     if op != "health" and not isinstance(job_id, str):

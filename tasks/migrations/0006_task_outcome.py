@@ -28,7 +28,7 @@ def outcome_to_finished(apps, schema_editor) -> None:
 class Migration(migrations.Migration):
 
     dependencies = [
-        ("tasks", "0004_callbacks"),
+        ("tasks", "0005_hot_tables"),
     ]
 
     operations = [

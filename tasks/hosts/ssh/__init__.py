@@ -1,7 +1,7 @@
 """The SSH channel, for hosts without an agent: the same jobs, replies and results as the
 agent channel, over paramiko with strict host key checking."""
 
-from .endpoint import SSH_FIELDS, SshEndpoint, ssh_endpoint
+from .endpoint import SSH_COLUMNS, SshEndpoint, ssh_endpoint
 from .pool import SSH
 
-__all__ = ["SSH", "SSH_FIELDS", "SshEndpoint", "ssh_endpoint"]
+__all__ = ["SSH", "SSH_COLUMNS", "SshEndpoint", "ssh_endpoint"]
