@@ -32,7 +32,7 @@ class ConcurrentChange(Exception):
     """Rows changed under a lock we held: a bug, never a user error."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: made three times per host (see tasks/results.py)
 class Moved:
     """A subtask that went from one state to another."""
 
