@@ -2,9 +2,9 @@
 # What `make demo` and `make test` need from the machine, installed and started if missing:
 #   system.sh demo                  python3-venv and redis-server
 #   system.sh test DB_URL BROKER    the same, PostgreSQL, openssh-server, sudo, Chromium,
-#                                   strace and the system Python's cryptography; then PostgreSQL and
-#                                   Redis started on DB_URL and BROKER when they are local
-#                                   and down.
+#                                   strace, dnsmasq and the system Python's cryptography; then
+#                                   PostgreSQL and Redis started on DB_URL and BROKER when
+#                                   they are local and down.
 # Debian packages, through apt-get (as root, or with sudo). CCS_SYSTEM_DRY_RUN=1 only says
 # what it would do; the tests check a bare machine's path with it (CCS_SBIN and
 # CCS_SYSTEM_PYTHON stand in for /usr/sbin and /usr/bin/python3 there).
@@ -28,6 +28,7 @@ if [ "$mode" = test ]; then
     has sudo || missing+=(sudo)                # running as another account over SSH
     has chromium || missing+=(chromium)        # the web pages' browser tests
     has strace || missing+=(strace)            # the agent's hardening tests
+    has dnsmasq || missing+=(dnsmasq-base)     # a DNS server for the resolver's tests
     # agent_install runs the agent on the host's system Python, which needs cryptography.
     "$system_python" -c 'import cryptography' 2>/dev/null || missing+=(python3-cryptography)
 fi
