@@ -107,6 +107,7 @@ def finished_task(hosts: int):
     from plugins.models import PluginVersion
     from tasks.models import SubTask, Task, count_field
     from tasks.results import HostResult
+    from tasks.states import task_outcome
 
     ids = list(Host.objects.filter(hostname__startswith=f"bench{hosts}-")
                .values_list("id", "datacenter_id"))
@@ -130,7 +131,8 @@ def finished_task(hosts: int):
                                 finished_at=now))
         SubTask.objects.bulk_create(rows, batch_size=5000)
         counts = Counter(row.status for row in rows)
-        Task.objects.filter(pk=task.pk).update(**{count_field(s): n for s, n in counts.items()})
+        Task.objects.filter(pk=task.pk).update(status=task_outcome(counts, stop_asked=False),
+                                               **{count_field(s): n for s, n in counts.items()})
     return task
 
 

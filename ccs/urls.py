@@ -1,4 +1,5 @@
-"""URL map: the operator console at the root, the admin, the v1 API, its schema and docs."""
+"""URL map: the operator console at the root, the admin, the v1 API, its schema and docs.
+API paths work with or without their trailing slash; the schema lists them with it."""
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
@@ -12,7 +13,8 @@ from plugins.apis import PluginVersionViewSet, PluginViewSet
 from tasks.apis import SubTaskViewSet, TaskViewSet
 from tasks.views import history, launch, watch
 
-router = DefaultRouter(trailing_slash=True)
+router = DefaultRouter()
+router.trailing_slash = "/?"  # a regex: POST tasks and POST tasks/ are the same request
 router.register("tasks", TaskViewSet, basename="task")
 router.register("subtasks", SubTaskViewSet, basename="subtask")
 router.register("plugins", PluginViewSet, basename="plugin")
@@ -22,7 +24,7 @@ router.register("nodes", NodeViewSet, basename="node")
 router.register("hosts", HostViewSet, basename="host")
 
 api_v1 = [
-    path("auth/token", TokenLogin.as_view(), name="auth-token"),
+    re_path(r"^auth/token/?$", TokenLogin.as_view(), name="auth-token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include(router.urls)),
@@ -53,3 +55,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
 ]
+
+handler404 = "ccs.api.not_found"
+handler500 = "ccs.api.server_error"

@@ -14,7 +14,7 @@ from plugins.models import PluginVersion
 from .control import count_or_percent
 from .models import Task
 from .services import ControlData
-from .states import UNSUCCESSFUL, SubTaskStatus, TaskStatus
+from .states import OUTCOME_FAILED, SubTaskStatus, TaskStatus
 
 SCALARS = {"integer": forms.IntegerField, "number": forms.FloatField, "string": forms.CharField}
 NAMES = re.compile(r"[\s,]+")
@@ -207,4 +207,4 @@ class HostFilters(forms.Form):
 class RerunForm(forms.Form):
     """Which unsuccessful hosts of a task to run again."""
 
-    statuses = forms.MultipleChoiceField(choices=[(s, s) for s in sorted(UNSUCCESSFUL)])
+    statuses = forms.MultipleChoiceField(choices=[(s, s) for s in sorted(OUTCOME_FAILED)])

@@ -15,7 +15,23 @@ from permissions.rights import OPERATE, VIEW
 from permissions.selectors import hosts_with_perm
 
 from .models import COUNT_FIELDS, SubTask, Task, count_field
-from .states import ON_HOST, UNSUCCESSFUL, SubTaskStatus
+from .states import ON_HOST, OUTCOME_FAILED, SubTaskStatus
+
+
+def tasks_filtered(
+    tasks: QuerySet[Task], *, status: str | None = None, plugin: str | None = None,
+    creator: str | None = None, task_type: str | None = None,
+) -> QuerySet[Task]:
+    """The tasks matching every filter given."""
+    if status:
+        tasks = tasks.filter(status=status)
+    if plugin:
+        tasks = tasks.filter(plugin_version__plugin__name=plugin)
+    if creator:
+        tasks = tasks.filter(creator__username=creator)
+    if task_type:
+        tasks = tasks.filter(task_type=task_type)
+    return tasks.order_by("-id")
 
 
 def task_counts(task_id: int) -> dict[str, int]:
@@ -132,10 +148,12 @@ def _in_group(key: str) -> Q:
 
 
 def subtasks_filtered(
-    task_id: int, *, status: str = "", datacenter: str = "", group: str = "", host: str = ""
+    task_id: int, *, status: str | None = None, datacenter: str | None = None,
+    group: str | None = None, host: str | None = None,
 ) -> QuerySet[SubTask]:
-    """A task's subtasks in one state, datacenter and summary group (its `key`), with `host`
-    in their host name; an unknown state or a malformed group key is refused, naming it."""
+    """A task's subtasks in id order, in one state, datacenter and summary group (its `key`),
+    with `host` in their host name; an unknown state or a malformed group key is refused,
+    naming it."""
     rows = SubTask.objects.filter(task_id=task_id).select_related("host", "datacenter")
     if status and status not in SubTaskStatus.values:
         raise InvalidInput.field("status", f"unknown state: {status}")
@@ -147,7 +165,7 @@ def subtasks_filtered(
         rows = rows.filter(_in_group(group))
     if host:
         rows = rows.filter(host__hostname__icontains=host)
-    return rows
+    return rows.order_by("id")
 
 
 def _output_heads(rows: QuerySet[SubTask]) -> QuerySet[SubTask]:
@@ -181,22 +199,14 @@ def tasks_history(
 ) -> QuerySet[Task]:
     """Tasks the user sees, newest first, by creator, plugin, status, creation day and
     whether a host failed, timed out or was lost; each with `unsuccessful`, how many did."""
-    tasks = tasks_visible_to(user)
-    if creator:
-        tasks = tasks.filter(creator__username=creator)
-    if plugin:
-        tasks = tasks.filter(plugin_version__plugin__name=plugin)
-    if status:
-        tasks = tasks.filter(status=status)
+    tasks = tasks_filtered(tasks_visible_to(user), creator=creator, plugin=plugin, status=status)
     if since:
         tasks = tasks.filter(created_at__date__gte=since)
     if until:
         tasks = tasks.filter(created_at__date__lte=until)
-    counters = [F(count_field(state)) for state in sorted(UNSUCCESSFUL)]
+    counters = [F(count_field(state)) for state in sorted(OUTCOME_FAILED)]
     tasks = tasks.annotate(unsuccessful=reduce(operator.add, counters))
-    if failures:
-        tasks = tasks.filter(unsuccessful__gt=0)
-    return tasks.order_by("-id")
+    return tasks.filter(unsuccessful__gt=0) if failures else tasks
 
 
 def host_subtasks(user: AbstractBaseUser, host_id: int) -> QuerySet[SubTask]:

@@ -48,16 +48,21 @@ class Fleet:
         self.path = tmp / f"fleet-{port}.json"
         self.path.write_text(json.dumps(config))
         self.port = port
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "fleet", "--config", str(self.path)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
+        # Its log goes to a file: a pipe nobody reads while it runs fills after some
+        # thousand jobs, and the fleet then blocks writing a log line.
+        self.log = tmp / f"fleet-{port}.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agent", "fleet", "--config", str(self.path)],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
         wait_for(lambda: port_open(port), "fleet", proc=self.proc)
 
     def stop(self) -> str:
+        """Stop it; returns what it logged."""
         self.proc.terminate()
-        _, err = self.proc.communicate(timeout=10)
-        return err
+        self.proc.wait(timeout=10)
+        return self.log.read_text(errors="replace")
 
 
 __all__ = ["Datacenter", "Node", "Fleet", "free_port", "hosts_make"]
@@ -93,7 +98,7 @@ def task_made(creator, hosts: list[Host], statuses: list[str], plugin: str = "pi
     from plugins.models import PluginVersion
     from tasks.models import SubTask, Task, count_field
     from tasks.results import HostResult
-    from tasks.states import FINAL
+    from tasks.states import FINAL, task_outcome
 
     now = timezone.now()
     ended = all(s in FINAL for s in statuses)
@@ -101,7 +106,8 @@ def task_made(creator, hosts: list[Host], statuses: list[str], plugin: str = "pi
     task = Task.objects.create(
         plugin_version=PluginVersion.objects.filter(plugin__name=plugin, status="approved")
         .latest("number"), run_as="root", timeout=30, creator=creator, total_hosts=len(hosts),
-        status="finished" if ended else "running", started_at=now,
+        status=task_outcome(Counter(statuses), stop_asked=False) if ended else "running",
+        started_at=now,
         finished_at=now if ended else None, **counters, **fields,
     )
     outputs = {"success": (0, "ok\n"), "failed": (1, "disk full\n")}

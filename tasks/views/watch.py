@@ -17,7 +17,7 @@ from .. import selectors, services
 from ..forms import HostFilters, RerunForm
 from ..models import Task
 from ..permissions import CanOperateSubtask, CanOperateTask
-from ..states import ON_HOST, UNSUCCESSFUL
+from ..states import ON_HOST, OUTCOME_FAILED
 from .common import is_htmx, refusal, visible_task
 
 HOSTS_PAGE = 100
@@ -38,7 +38,7 @@ def _head(request: HttpRequest, task: Task) -> dict:
         "task": task, "counts": counts, "phase": phase, "on_host": ON_HOST,
         "bar": [(state, counts[state]) for state in BAR_ORDER if counts.get(state)],
         "operable": selectors.task_operable_by(request.user, task),
-        "rerunnable": [(s, counts[s]) for s in sorted(UNSUCCESSFUL) if counts.get(s)],
+        "rerunnable": [(s, counts[s]) for s in sorted(OUTCOME_FAILED) if counts.get(s)],
     }
 
 

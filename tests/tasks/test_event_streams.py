@@ -80,7 +80,7 @@ def test_events_no_announcement_brought_are_read_from_the_table(client, idle_tas
         Task.objects.filter(pk=idle_task.pk).update(event_seq=2)
         events, _ = _read(stream, lambda events, lines: len(events) == 2)
         assert [e["seq"] for e in events] == [1, 2]
-        Task.objects.filter(pk=idle_task.pk).update(status="finished", finished_at=timezone.now())
+        Task.objects.filter(pk=idle_task.pk).update(status="succeeded", finished_at=timezone.now())
         _, lines = _read(stream, lambda events, lines: "event: end" in lines)
         assert lines[-1] == "event: end"
 

@@ -1,62 +1,109 @@
-"""Re-running a task on its hosts that failed, timed out or were lost, as a new task."""
+"""Re-run: a new task on the hosts that failed, timed out or were lost (or the states asked
+for), with the same version, params, account and control data, checked again now."""
 
 import pytest
 from django.contrib.auth import get_user_model
+from guardian.shortcuts import assign_perm
+from rest_framework.test import APIClient
 
-from ccs.errors import InvalidInput, NotFound
-from permissions.services import node_ensure, right_grant
-from tasks.models import SubTask, Task
-from tasks.services import task_rerun
-from tests.factories import hosts_make, task_made
+from permissions.models import Node
+from plugins.models import PluginVersion
+from tasks.models import Quota, SubTask, Task
+from tests.factories import hosts_make, plugin_approved
 
 pytestmark = pytest.mark.django_db
+SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}}}
 
 
 @pytest.fixture
-def task(admin, builtins):
-    hosts = hosts_make("dc1", 5, port=1)
-    return task_made(admin, hosts, ["success", "failed", "timeout", "lost", "stopped"],
-                     batches=[1, "100%"], concurrency=2, failure_threshold="2")
+def ended(api, builtins) -> Task:
+    """A task over five hosts, ended: two succeeded, one failed, one timed out, one lost."""
+    hosts_make("dc1", 5, port=1)
+    plugin_approved("count", "echo $CCS_PARAM_N\n", run_as=("root", "nobody"),
+                    params_schema=SCHEMA)
+    created = api.post("/api/v1/tasks/", {
+        "plugin": "count", "params": {"n": 3}, "target": {"nodes": ["corp/test"]},
+        "run_as": "nobody",
+        "control": {"batches": [1, "100%"], "failure_threshold": "50%", "timeout": 30,
+                    "concurrency": 2, "priority": "high"},
+    }, format="json")
+    assert created.status_code == 201, created.content
+    subtasks = SubTask.objects.filter(task_id=created.json()["id"]).order_by("host__hostname")
+    for subtask, status in zip(subtasks, ["success", "success", "failed", "timeout", "lost"],
+                               strict=True):
+        SubTask.objects.filter(pk=subtask.pk).update(status=status)
+    Task.objects.filter(pk=created.json()["id"]).update(status="failed")
+    return Task.objects.get(pk=created.json()["id"])
 
 
-def _hosts(task: Task) -> list[str]:
-    return sorted(SubTask.objects.filter(task=task).values_list("host__hostname", flat=True))
+def _hosts(task_id: int) -> list[str]:
+    return sorted(SubTask.objects.filter(task_id=task_id).values_list("host__hostname", flat=True))
 
 
-def test_a_rerun_is_a_new_task_on_the_unsuccessful_hosts_only(admin, task):
-    rerun = task_rerun(actor=admin, task_id=task.pk, statuses=["failed", "timeout", "lost"])
-    assert rerun.pk != task.pk
-    assert _hosts(rerun) == ["dc1-t001", "dc1-t002", "dc1-t003"]
-    assert (rerun.plugin_version, rerun.params, rerun.run_as, rerun.timeout) == (
-        task.plugin_version, task.params, task.run_as, task.timeout)
-    assert (rerun.batches, rerun.concurrency, rerun.failure_threshold) == ([1, "100%"], 2, "2")
-    assert _hosts(task_rerun(actor=admin, task_id=task.pk, statuses=["lost"])) == ["dc1-t003"]
+def test_rerun_takes_the_failed_hosts_and_everything_else_from_the_task(api, ended):
+    response = api.post(f"/api/v1/tasks/{ended.pk}/rerun/", format="json")
+    assert response.status_code == 201, response.content
+    new = response.json()
+    assert new["id"] != ended.pk and new["status"] == "pending"
+    assert (new["plugin"], new["version"], new["params"], new["run_as"]) == (
+        "count", 1, {"n": 3}, "nobody")
+    assert new["control"] == {"timeout": 30, "priority": "high", "concurrency": 2,
+                              "batches": [1, "100%"], "failure_threshold": "50%",
+                              "auto_resume": None}
+    assert new["total_hosts"] == 3 and new["counts"] == {"pending": 3}
+    assert _hosts(new["id"]) == ["dc1-t002", "dc1-t003", "dc1-t004"]
 
 
-@pytest.mark.parametrize("statuses", [[], ["success"], ["failed", "pending"]])
-def test_only_failed_timed_out_or_lost_hosts_are_run_again(admin, task, statuses):
-    with pytest.raises(InvalidInput) as refused:
-        task_rerun(actor=admin, task_id=task.pk, statuses=statuses)
-    assert list(refused.value.errors) == ["statuses"]
+def test_rerun_of_chosen_states(api, ended):
+    response = api.post(f"/api/v1/tasks/{ended.pk}/rerun/", {"statuses": ["success"]},
+                        format="json")
+    assert response.status_code == 201, response.content
+    assert _hosts(response.json()["id"]) == ["dc1-t000", "dc1-t001"]
+
+
+@pytest.mark.parametrize(("body", "field", "words"), [
+    ({"statuses": ["running"]}, "statuses.0", '"running" is not a valid choice'),
+    ({"statuses": []}, "statuses", "may not be empty"),
+    ({"statuses": "failed"}, "statuses", "Expected a list"),
+    ({"statuses": ["stopped"]}, "statuses", "no host of task"),
+    ({"hosts": ["x"]}, "hosts", "unknown field"),
+])
+def test_bad_requests_name_the_field_and_create_nothing(api, ended, body, field, words):
+    response = api.post(f"/api/v1/tasks/{ended.pk}/rerun/", body, format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json()["errors"], response.json()
+    assert words in response.json()["detail"] + str(response.json()["errors"])
     assert Task.objects.count() == 1
 
 
-def test_a_task_without_such_hosts_has_nothing_to_rerun(admin, builtins):
-    task = task_made(admin, hosts_make("dc1", 2, port=1), ["success", "success"])
-    with pytest.raises(InvalidInput, match="no host of task .* is failed"):
-        task_rerun(actor=admin, task_id=task.pk, statuses=["failed"])
-
-
-def test_a_task_out_of_the_users_view_is_not_found(admin, task):
-    outsider = get_user_model().objects.create_user("outsider")
-    with pytest.raises(NotFound):
-        task_rerun(actor=outsider, task_id=task.pk, statuses=["failed"])
-
-
-def test_a_viewer_who_may_not_operate_the_hosts_is_refused(admin, task):
-    viewer = get_user_model().objects.create_user("viewer")
-    right_grant(actor=admin, node=node_ensure(path="corp/test"), principal=viewer,
-                permission="view_node")
-    with pytest.raises(Exception, match="you may not operate 1 of the target hosts"):
-        task_rerun(actor=viewer, task_id=task.pk, statuses=["failed"])
+def test_rights_quota_and_approval_are_checked_now(api, admin, ended):
+    user = get_user_model().objects.create_user("viewer")
+    assign_perm("view_node", user, Node.objects.get(path="corp"))
+    viewer = APIClient()
+    viewer.force_authenticate(user)
+    refused = viewer.post(f"/api/v1/tasks/{ended.pk}/rerun/", format="json")
+    assert refused.status_code == 403
+    assert "operate 3 of the target hosts" in refused.json()["detail"]
+    Quota.objects.create(user=admin, hosts_per_task=2)
+    refused = api.post(f"/api/v1/tasks/{ended.pk}/rerun/", format="json")
+    assert refused.status_code == 403 and "hosts_per_task limit is 2" in refused.json()["detail"]
+    Quota.objects.filter(user=admin).delete()
+    PluginVersion.objects.filter(pk=ended.plugin_version_id).update(status="retired")
+    refused = api.post(f"/api/v1/tasks/{ended.pk}/rerun/", format="json")
+    assert refused.status_code in (400, 409) and "retired" in refused.json()["detail"]
     assert Task.objects.count() == 1
+    outsider = APIClient()
+    outsider.force_authenticate(get_user_model().objects.create_user("outsider"))
+    assert outsider.post(f"/api/v1/tasks/{ended.pk}/rerun/").status_code == 404
+
+
+def test_a_failure_threshold_given_as_a_count_is_kept(api, builtins):
+    hosts_make("dc1", 2, port=1)
+    created = api.post("/api/v1/tasks/", {
+        "plugin": "ping", "params": {}, "target": {"nodes": ["corp/test"]}, "run_as": "root",
+        "control": {"failure_threshold": 2},
+    }, format="json").json()
+    SubTask.objects.filter(task_id=created["id"]).update(status="failed")
+    response = api.post(f"/api/v1/tasks/{created['id']}/rerun/", format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["control"]["failure_threshold"] == 2

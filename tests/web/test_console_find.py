@@ -30,7 +30,8 @@ def test_history_filters_by_creator_plugin_status_day_and_failures(console, web,
     assert shown("creator=member") == [f"#{bad.pk}", f"#{ok.pk}"]
     assert shown("plugin=sleep") == [f"#{bad.pk}"]
     assert shown("failures=on") == [f"#{bad.pk}"]
-    assert shown("status=finished&creator=root-admin") == [f"#{theirs.pk}"]
+    assert shown("status=succeeded&creator=root-admin") == [f"#{theirs.pk}"]
+    assert shown("status=failed") == [f"#{bad.pk}"]
     today = timezone.now().date().isoformat()
     assert len(shown(f"since={today}&until={today}")) == 3
     assert shown("until=2000-01-01") == []
@@ -53,7 +54,7 @@ def test_a_host_page_shows_where_it_is_and_its_tasks(console, web, people, built
     assert row == f"#{task.pk} ping v1 member failed 1 disk full " + row.split("full ")[1]
     with page.expect_navigation():
         page.click(f"#host-tasks a[href$='/tasks/{task.pk}/']")
-    expect(page.locator("#task-status")).to_have_text("finished")
+    expect(page.locator("#task-status")).to_have_text("failed")
 
 
 def test_a_30000_host_task_page_sends_one_page_of_rows(console, web, people, builtins):

@@ -14,7 +14,6 @@ from tests.factories import hosts_make, plugin_approved, task_made
 from tests.web.conftest import screenshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-ENDED = ("finished", "succeeded", "failed", "stopped")
 
 
 def _launch(user, plugin: str, params: dict) -> Task:
