@@ -115,7 +115,7 @@ def finished_task(hosts: int):
     with transaction.atomic():
         task = Task.objects.create(
             plugin_version=PluginVersion.objects.get(plugin__name="ping", number=1),
-            run_as="root", timeout=30, status="finished", total_hosts=len(ids),
+            run_as="root", timeout=30, status="succeeded", total_hosts=len(ids),
             creator=get_user_model().objects.get(username="bench"), started_at=now,
             finished_at=now,
         )
