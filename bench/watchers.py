@@ -131,7 +131,9 @@ async def crowd_run(web: str, task_id: int, token: str, size: int, conn) -> None
             await asyncio.sleep(0.05)  # a ramp, not one burst of connects
     await asyncio.wait_for(crowd.ready.wait(), 300)
     conn.send(time.perf_counter() - started)
+    cpu = time.process_time()
     done, pending = await asyncio.wait(streams, timeout=900)
+    cpu = time.process_time() - cpu
     for writer in crowd.writers:
         writer.close()
     failures = [repr(t.exception()) for t in done if t.exception()]
@@ -140,7 +142,7 @@ async def crowd_run(web: str, task_id: int, token: str, size: int, conn) -> None
         "faults": sorted({f for c in clients for f in c.faults})[:5],
         "complete": [c.ended and not c.faults for c in clients],
         "events": [c.events for c in clients], "last_at": [c.last_at for c in clients],
-        "verified": sum(c.verify_all for c in clients),
+        "verified": sum(c.verify_all for c in clients), "cpu_s": cpu,
     })
 
 
@@ -149,13 +151,16 @@ def crowd_main(web: str, task_id: int, token: str, size: int, conn) -> None:
 
 
 def web_processes(master: int) -> dict:
-    """Memory and threads of the web workers (children of the gunicorn master)."""
+    """Memory, threads and CPU seconds so far of the web workers (the gunicorn master's
+    children)."""
     rss = threads = count = 0
-    for stat in os.listdir("/proc"):
-        if not stat.isdigit():
+    ticks = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
             continue
         try:
-            status = open(f"/proc/{stat}/status").read()  # noqa: SIM115 - tiny file
+            status = open(f"/proc/{pid}/status").read()  # noqa: SIM115 - tiny files
+            stat = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()  # noqa: SIM115
         except OSError:
             continue
         fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
@@ -163,7 +168,9 @@ def web_processes(master: int) -> dict:
             count += 1
             rss += int(fields["VmRSS"].split()[0]) // 1024
             threads += int(fields["Threads"])
-    return {"web_workers": count, "web_rss_mb": rss, "web_threads": threads}
+            ticks += int(stat[11]) + int(stat[12])  # utime, stime
+    return {"web_workers": count, "web_rss_mb": rss, "web_threads": threads,
+            "web_cpu_s": ticks / os.sysconf("SC_CLK_TCK")}
 
 
 def _percentile(values: list[float], p: float) -> float:
@@ -194,14 +201,17 @@ def run(web: str, token: str, watchers: int, hosts: int, master: int) -> dict:
         raise SystemExit("bench: the watchers did not connect within 300 s")
     connected = mine.recv()
     held = web_processes(master)
-    print(f"{watchers} watchers connected and replayed in {connected:.1f} s; web: {held}")
+    print(f"{watchers} watchers connected and replayed in {connected:.1f} s; web workers: "
+          f"{held['web_rss_mb']} MB, {held['web_threads']} threads")
 
     deadline = time.monotonic() + 5
     idle = latencies(api, task["id"], lambda: time.monotonic() > deadline)
+    web_cpu = web_processes(master)["web_cpu_s"]
     resumed = time.perf_counter()
     api.post(f"/tasks/{task['id']}/resume/").raise_for_status()
     flowing = latencies(api, task["id"], lambda: mine.poll())
     elapsed = time.perf_counter() - resumed
+    web_cpu = web_processes(master)["web_cpu_s"] - web_cpu
     report = mine.recv()
     crowd.join()
     api.close()
@@ -226,7 +236,10 @@ def run(web: str, token: str, watchers: int, hosts: int, master: int) -> dict:
         if arrivals else None,
         "every_watcher_got_every_event": all(got_all) and not report["unfinished"],
         "watchers_fully_verified": report["verified"],
-        "connect_s": round(connected, 1), "run_s": round(elapsed, 1), **held,
+        "connect_s": round(connected, 1), "run_s": round(elapsed, 1),
+        "web_cpu_s_while_flowing": round(web_cpu, 1),
+        "watchers_cpu_s_while_flowing": round(report["cpu_s"], 1),
+        **{k: v for k, v in held.items() if k != "web_cpu_s"},
         "stream_slots_left": slots_left,
         "faults": [*report["faults"], *report["failures"]],
     }
@@ -266,7 +279,9 @@ def main() -> None:
           f"(idle p99 {result['p99_ms_idle']} ms, while events flow {result['p99_ms_flowing']} ms;"
           f" {result['gets']} requests)")
     print(f"  last event's commit -> last watcher: {result['event_to_last_watcher_ms']} ms "
-          f"(median watcher {result['event_to_median_watcher_ms']} ms)")
+          f"(median watcher {result['event_to_median_watcher_ms']} ms); CPU while events flow: "
+          f"web {result['web_cpu_s_while_flowing']} s, watchers "
+          f"{result['watchers_cpu_s_while_flowing']} s")
     print(f"  every watcher got every event once: {result['every_watcher_got_every_event']} "
           f"({result['watchers_fully_verified']} of them checked id by id)")
     for fault in result["faults"]:

@@ -165,6 +165,12 @@ def _states(task_ids: list[int]) -> dict[int, TaskState]:
     return {pk: TaskState(finished is not None, seq) for pk, finished, seq in rows}
 
 
+def _batch_after(task_id: int, after: int, limit: int) -> Batch | None:
+    """Events from the table as a batch, formatted in the database thread."""
+    events = events_after(task_id, after, limit)
+    return Batch.of(events) if events else None
+
+
 def _event_seq(task_id: int) -> int:
     return Task.objects.filter(pk=task_id).values_list("event_seq", flat=True).first() or 0
 
@@ -288,11 +294,11 @@ class EventHub:
         log.info("event hub: task %s events %s..%s read from the table",
                  topic.task_id, topic.delivered + 1, due)
         while topic.delivered is not None and topic.delivered < due:
-            events = await DB.run(events_after, topic.task_id, topic.delivered,
-                                  min(PAGE, due - topic.delivered))
-            if not events:
+            batch = await DB.run(_batch_after, topic.task_id, topic.delivered,
+                                 min(PAGE, due - topic.delivered))
+            if batch is None:
                 return
-            topic.offer(Batch.of(events))
+            topic.offer(batch)
 
 
 # By event loop: one under ASGI; a WSGI stream's private loop removes its own (hub_close).

@@ -132,11 +132,8 @@ class EventStream:
                 async for text in self._take(item):
                     yield text
                     quiet_since = time.monotonic()
-            elif isinstance(item, TaskState) and item.ended:
-                if self.last < item.event_seq:
-                    async for text in self._catch_up():  # an ended task's last events
-                        yield text
-                return
+            elif isinstance(item, TaskState) and item.ended and self.last >= item.event_seq:
+                return  # else its last events are on their way (the hub reads what is late)
             if time.monotonic() - quiet_since >= self.keepalive:
                 yield b": keep-alive\n\n"
                 quiet_since = time.monotonic()
@@ -156,10 +153,12 @@ class EventStream:
 
     async def _catch_up(self) -> AsyncIterator[bytes]:
         """Everything the table holds past the last event sent."""
-        while events := await DB.run(events_after, self.task_id, self.last):
-            yield sse_text(events)
-            self.last = events[-1]["seq"]
-            if len(events) < PAGE:
+        while True:
+            text, last, count = await DB.run(_page, self.task_id, self.last)
+            if count:
+                yield text
+                self.last = last
+            if count < PAGE:
                 return
 
     def __iter__(self) -> Iterator[bytes]:
@@ -175,6 +174,13 @@ class EventStream:
             loop.run_until_complete(stream.aclose())
             loop.run_until_complete(hub_close())
             loop.close()
+
+
+def _page(task_id: int, after: int) -> tuple[bytes, int, int]:
+    """A page of events past `after` as stream text, made in the database thread (not the
+    event loop's): the text, the last seq, how many events."""
+    events = events_after(task_id, after)
+    return sse_text(events), events[-1]["seq"] if events else after, len(events)
 
 
 async def slots_release(client: aioredis.Redis, slots: list[Slot]) -> None:
