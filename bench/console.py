@@ -35,7 +35,7 @@ def session_cookie(web: str) -> dict:
     user = bench_user()
     session = SessionStore()
     session.update({SESSION_KEY: str(user.pk), HASH_SESSION_KEY: user.get_session_auth_hash(),
-                    BACKEND_SESSION_KEY: settings.AUTHENTICATION_BACKENDS[0]})
+                    BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend"})
     session.save()
     return {"name": settings.SESSION_COOKIE_NAME, "value": session.session_key, "url": web}
 
@@ -53,7 +53,9 @@ def page_loads(web: str, task_id: int, repeat: int) -> dict:
             context = browser.new_context(viewport={"width": 1280, "height": 900})
             context.add_cookies([cookie])
             page = context.new_page()
-            page.goto(f"{web}/tasks/{task_id}/", wait_until="load")
+            response = page.goto(f"{web}/tasks/{task_id}/", wait_until="load")
+            if response.status != 200 or not page.url.endswith(f"/tasks/{task_id}/"):
+                raise SystemExit(f"bench: the task page answered {response.status} at {page.url}")
             loads.append(page.evaluate(TIMING))
             context.close()
         browser.close()
