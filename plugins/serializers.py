@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from ccs.api import StrictSerializerMixin
 
-from .models import Plugin, PluginAudit, PluginVersion
+from .models import Plugin, PluginAudit, PluginVersion, Revocation
 
 
 class PluginCreateIn(StrictSerializerMixin, serializers.Serializer):
@@ -51,6 +51,12 @@ class RetireIn(StrictSerializerMixin, serializers.Serializer):
     comment = serializers.CharField(allow_blank=True, default="", max_length=5000)
 
 
+class RevokeIn(StrictSerializerMixin, serializers.Serializer):
+    """Revocation for a flaw: the reason is required."""
+
+    reason = serializers.CharField(max_length=5000, help_text="the flaw found")
+
+
 class EmptyIn(StrictSerializerMixin, serializers.Serializer):
     """Actions without input still refuse unknown fields."""
 
@@ -89,11 +95,24 @@ class VersionSummaryOut(serializers.ModelSerializer):
         ]
 
 
+class RevocationOut(serializers.ModelSerializer):
+    """Why and by whom a version was revoked, and the first revocation list naming it."""
+
+    actor = serializers.CharField(source="actor.username")
+
+    class Meta:
+        model = Revocation
+        fields = ["reason", "actor", "at", "serial"]
+
+
 class VersionOut(VersionSummaryOut):
-    """A version in full."""
+    """A version in full; `revocation` is null unless it was revoked."""
+
+    revocation = RevocationOut(read_only=True, default=None)
 
     class Meta(VersionSummaryOut.Meta):
-        fields = [*VersionSummaryOut.Meta.fields, "body", "params_schema", "signature"]
+        fields = [*VersionSummaryOut.Meta.fields, "body", "params_schema", "signature",
+                  "revocation"]
 
 
 class AuditOut(serializers.ModelSerializer):
