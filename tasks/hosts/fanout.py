@@ -209,7 +209,7 @@ class Shard:
 
     def _write(self, conn: Connection, job: HostJob) -> bool:
         try:
-            conn.send(job.run_request, lambda reply: self._replied(job, reply))
+            job.send(conn, lambda reply: self._replied(job, reply))
         except ChannelError:
             return False
         return True
