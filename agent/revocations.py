@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import json
 import logging
 import os
-import re
 import threading
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from agent.errors import JobRefused
 from agent.log import event
+from agent.signing import SHA256_HEX, fields_check, verified
 from agent.spool import write_durably
 
 # Signed bytes start with this, so that no approval signature (made over a JSON object, which
@@ -32,7 +30,6 @@ CONTEXT = b"ccs/v1/revocations\n"
 FILE_NAME = "revocations"  # in the spool directory
 LIST_FIELDS: dict[str, type] = {"serial": int, "issued_at": int, "versions": list}
 ENTRY_FIELDS: dict[str, type] = {"plugin": str, "version": int, "sha256": str}
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}\Z")
 
 Entry = tuple[str, int, str]  # plugin, version, sha256: as in a job's signed metadata
 Message = dict[str, Any]
@@ -68,7 +65,7 @@ def sign_list(private_key: Ed25519PrivateKey, body: dict[str, Any]) -> Message:
 
 def list_check(body: object) -> list[Entry]:
     """The entries of a well-formed list body; ValueError naming the first bad field."""
-    _fields(body, LIST_FIELDS, "list")
+    fields_check(body, LIST_FIELDS, "list", "list.")
     assert isinstance(body, dict)
     if body["serial"] < 1:
         raise ValueError("list.serial: must be at least 1")
@@ -77,30 +74,15 @@ def list_check(body: object) -> list[Entry]:
     entries = []
     for index, item in enumerate(body["versions"]):
         where = f"list.versions[{index}]"
-        _fields(item, ENTRY_FIELDS, where)
+        fields_check(item, ENTRY_FIELDS, where, f"{where}.")
         if not item["plugin"]:
             raise ValueError(f"{where}.plugin: must not be empty")
         if item["version"] < 1:
             raise ValueError(f"{where}.version: must be at least 1")
-        if not _SHA256_HEX.match(item["sha256"]):
+        if not SHA256_HEX.match(item["sha256"]):
             raise ValueError(f"{where}.sha256: must be 64 lowercase hex digits")
         entries.append((item["plugin"], item["version"], item["sha256"]))
     return entries
-
-
-def _fields(value: object, fields: dict[str, type], where: str) -> None:
-    if not isinstance(value, dict):
-        raise ValueError(f"{where}: must be an object")
-    missing = sorted(fields.keys() - value.keys())
-    extra = sorted(str(k) for k in value.keys() - fields.keys())
-    if missing:
-        raise ValueError(f"{where}.{missing[0]}: missing")
-    if extra:
-        raise ValueError(f"{where}.{extra[0]}: unexpected field")
-    for name, kind in fields.items():
-        # bool is an int subclass; true must not pass as serial 1
-        if not isinstance(value[name], kind) or isinstance(value[name], bool):
-            raise ValueError(f"{where}.{name}: must be {kind.__name__}")
 
 
 def _serial(document: object) -> int:
@@ -123,18 +105,11 @@ def verify_list(public_keys: list[Ed25519PublicKey], document: object) -> list[E
     except ValueError as exc:
         raise RevocationsRefused(f"bad-field: revocations: {exc}") from None
     signature = document["signature"]
-    try:
-        raw = base64.b64decode(signature, validate=True) if isinstance(signature, str) else b""
-    except binascii.Error:
-        raw = b""
-    message = signed_bytes(document["list"])
-    for key in public_keys:
-        try:
-            key.verify(raw, message)
-        except InvalidSignature:
-            continue
-        return entries
-    raise RevocationsRefused("revocations-bad-signature")
+    if not isinstance(signature, str) or not verified(
+        public_keys, signed_bytes(document["list"]), signature
+    ):
+        raise RevocationsRefused("revocations-bad-signature")
+    return entries
 
 
 class Revocations:

@@ -4,59 +4,31 @@ by the agents (the list goes ahead of the jobs on each channel); an idle agent g
 from the probe that the revocation sets off."""
 
 import asyncio
-import time
 
 import pytest
 
 from agent.client import ChannelPool
 from permissions.models import Host
 from tasks.hosts.endpoints import endpoint_for
-from tasks.models import SubTask, Task
-from tests.factories import Fleet, free_port, hosts_make
-from tests.plugins.conftest import version_make
+from tasks.models import SubTask
+from tests.agent.procs import wait_until
+from tests.factories import task_revoked_after_canary
+from tests.plugins.conftest import FLEET_HOSTS, version_make
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-HOSTS = 3
+HOSTS = FLEET_HOSTS
 
 
-@pytest.fixture
-def fleet(tmp_path, workers, people):
-    port = free_port()
-    running = Fleet(tmp_path, hosts_make("dc1", HOSTS, port), port)
-    yield running
-    running.stop()
-
-
-def _until(check, what: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return value
-
-
-def _outcomes(task_id: int) -> list[tuple[str, str]]:
-    return sorted(SubTask.objects.filter(task_id=task_id).values_list("status", "reason"))
+def _outcomes(task_id: int) -> list[tuple[str, str, str]]:
+    return sorted(SubTask.objects.filter(task_id=task_id).values_list("status", "stdout",
+                                                                       "reason"))
 
 
 def test_a_task_stops_running_a_version_revoked_after_its_canary(api, people, plugin, fleet):
     version = version_make(plugin, people.author, "approved", people.reviewer)
-    created = api.post("/api/v1/tasks/", {
-        "plugin": "hello", "params": {}, "target": {"nodes": ["corp/test"]}, "run_as": "root",
-        "control": {"batches": [1, "100%"]},
-    }, format="json")
-    assert created.status_code == 201, created.content
-    task_id = created.json()["id"]
-    _until(lambda: Task.objects.get(pk=task_id).status == "paused", "the canary's pause point")
-    assert _outcomes(task_id) == [("pending", "")] * (HOSTS - 1) + [("success", "")]
-    revoked = api.post(f"/api/v1/plugin-versions/{version.pk}/revoke/",
-                       {"reason": "the canary deleted a file"}, format="json")
-    assert revoked.status_code == 200, revoked.content
-    api.post(f"/api/v1/tasks/{task_id}/resume/")
-    _until(lambda: Task.objects.get(pk=task_id).status == "finished", "the task to finish")
-    refused = ("failed", "refused by agent: revoked: hello v1 (list 1)")
-    assert _outcomes(task_id) == [refused] * (HOSTS - 1) + [("success", "")]
-    assert not SubTask.objects.filter(task_id=task_id, status="failed").exclude(stdout="").exists()
+    task_id, _ = task_revoked_after_canary(api, version, "corp/test", "the canary broke a file")
+    refused = ("failed", "", "refused by agent: revoked: hello v1 (list 1)")
+    assert _outcomes(task_id) == [refused] * (HOSTS - 1) + [("success", "hello\n", "")]
 
 
 def _serials() -> list[int]:
@@ -83,4 +55,4 @@ def test_idle_agents_get_the_list_from_the_probe_a_revocation_sets_off(
     revoked = api.post(f"/api/v1/plugin-versions/{version.pk}/revoke/",
                        {"reason": "found in review"}, format="json")
     assert revoked.status_code == 200, revoked.content
-    _until(lambda: _serials() == [1] * HOSTS, "every agent to report list 1")
+    wait_until(lambda: _serials() == [1] * HOSTS, "every agent to report list 1", timeout=60)

@@ -4,7 +4,6 @@ connects; through real workers, the rest of a task is refused once its canary's 
 revoked."""
 
 import hashlib
-import time
 
 import pytest
 
@@ -13,8 +12,8 @@ from plugins import services
 from plugins.signing import sign_meta
 from tasks.hosts.revocations import revocations_current
 from tasks.hosts.ssh.jobs import job_check
-from tasks.models import SubTask, Task
-from tests.factories import plugin_approved
+from tasks.models import SubTask
+from tests.factories import plugin_approved, task_revoked_after_canary
 
 from .conftest import NODE, ssh_hosts
 
@@ -37,34 +36,15 @@ def test_the_ssh_check_refuses_a_version_on_the_newest_list_it_loaded(admin):
     assert job_check(_job(fixed.body, 2))["meta"]["version"] == 2
 
 
-def _until(check, what: str, timeout: float = 60):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-    return value
-
-
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_the_rest_of_a_task_over_ssh_is_refused_once_its_version_is_revoked(api, workers, sshd):
     ssh_hosts(sshd, 2)
     version = plugin_approved("canary", "echo ran\n")
-    created = api.post("/api/v1/tasks/", {
-        "plugin": "canary", "params": {}, "target": {"nodes": [NODE]}, "run_as": "root",
-        "control": {"batches": [1, "100%"]},
-    }, format="json")
-    assert created.status_code == 201, created.content
-    task_id = created.json()["id"]
-    _until(lambda: Task.objects.get(pk=task_id).status == "paused", "the canary's pause point")
-    revoked = api.post(f"/api/v1/plugin-versions/{version.pk}/revoke/", {"reason": "it ran"},
-                       format="json")
-    assert revoked.status_code == 200, revoked.content
-    api.post(f"/api/v1/tasks/{task_id}/resume/")
-    _until(lambda: Task.objects.get(pk=task_id).status == "finished", "the task to finish")
+    task_id, revoked = task_revoked_after_canary(api, version, NODE, "it ran")
     outcomes = sorted(SubTask.objects.filter(task_id=task_id).values_list(
         "status", "stdout", "reason"))
-    serial = revoked.json()["revocation"]["serial"]
+    serial = revoked["revocation"]["serial"]
     assert outcomes == [
         ("failed", "", f"refused over ssh: revoked: canary v1 (list {serial})"),
         ("success", "ran\n", ""),
