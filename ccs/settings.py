@@ -171,6 +171,10 @@ CCS_SIGNING_PREVIOUS_KEYS = env_public_keys("CCS_SIGNING_PREVIOUS_KEYS")
 CCS_SHARD_SIZE = env_int("CCS_SHARD_SIZE", 1000, minimum=1)
 CCS_FANOUT_CONCURRENCY = env_int("CCS_FANOUT_CONCURRENCY", 500, minimum=1)
 CCS_CONNECT_TIMEOUT = env_int("CCS_CONNECT_TIMEOUT", 5, minimum=1)
+# Host names are resolved in the fan-out's loop (c-ares): these name servers ("ip" or
+# "ip:port"; empty: the system's), and at most this long per name.
+CCS_DNS_SERVERS = env_list("CCS_DNS_SERVERS", [])
+CCS_DNS_TIMEOUT = env_int("CCS_DNS_TIMEOUT", 2, minimum=1)
 CCS_OUTPUT_CAP = env_int("CCS_OUTPUT_CAP", 65536, minimum=1024)
 CCS_RESULT_FLUSH_ROWS = env_int("CCS_RESULT_FLUSH_ROWS", 500, minimum=1)
 CCS_RESULT_FLUSH_MS = env_int("CCS_RESULT_FLUSH_MS", 200, minimum=1)

@@ -4,11 +4,11 @@ encoded once per shard (`TaskJob`); a host's own part is its job id."""
 import json
 from dataclasses import dataclass
 
-from agent.client import Connection, Endpoint, OnReply
+from agent.client import ChannelPool, Connection, Endpoint, OnReply
 
 from ..models import SubTask, Task
 from .endpoints import endpoint_for
-from .revocations import IssuedList, revocations_current, write_ahead
+from .revocations import IssuedList, connect_with, revocations_current, write_ahead
 from .ssh import SSH_COLUMNS, SshEndpoint, ssh_endpoint
 
 # The host columns a worker reads to reach a host (the agent's, then SSH's), hostname first.
@@ -44,7 +44,7 @@ class TaskJob:
         return cls(fields, encoded[1:-1], revocations_current())
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: made per host and shard (see tasks/results.py)
 class HostJob:
     """One subtask as sent to its host."""
 
@@ -73,6 +73,17 @@ class HostJob:
         """Write the `run` request on an open channel, after the revocation list if the channel
         has not carried it yet (ChannelError if the channel is closed)."""
         write_ahead(conn, self.common.revocations)
+        conn.send(self.run_request, on_reply)
+
+    async def connect_and_send(self, pool: ChannelPool, on_reply: OnReply) -> None:
+        """Connect and write the `run` request: with the handshake, or (when there is a
+        revocation list) right after the list, which goes with the handshake. ChannelError if
+        the channel could not be made or closed before the job was written (it was not sent)."""
+        issued = self.common.revocations
+        if issued is None:
+            await pool.connect_and_send(self.endpoint, self.run_request, on_reply)
+            return
+        conn = await connect_with(pool, self.endpoint, issued)
         conn.send(self.run_request, on_reply)
 
 

@@ -10,7 +10,7 @@ import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 
-from agent.client import Connection, Endpoint
+from agent.client import ChannelPool, Connection, Endpoint
 from agent.protocol import REVOCATIONS, revocation_serial
 from plugins.selectors import revocation_list_current
 
@@ -72,14 +72,24 @@ def write_ahead(conn: Connection, issued: IssuedList | None) -> None:
     not carried this issue yet. The agent takes it before it reads the job that follows."""
     if issued is None or _written.get(conn, 0) >= issued.serial:
         return
-    conn.send(issued.push_request, lambda reply: _taken(conn, issued, reply))
+    conn.send(issued.push_request, lambda reply: _taken(conn.endpoint, issued, reply))
     _written[conn] = issued.serial
 
 
-def _taken(conn: Connection, issued: IssuedList, reply: object) -> None:
+async def connect_with(pool: ChannelPool, endpoint: Endpoint, issued: IssuedList) -> Connection:
+    """A channel to the endpoint that has carried the list: a new one's first request (written
+    with the handshake) is the list; ChannelError if it cannot be made."""
+    conn = await pool.connect_and_send(
+        endpoint, issued.push_request, lambda reply: _taken(endpoint, issued, reply)
+    )
+    _written[conn] = issued.serial
+    return conn
+
+
+def _taken(endpoint: Endpoint, issued: IssuedList, reply: object) -> None:
     if revocation_serial(reply) < issued.serial:
         # its jobs are refused (they need this serial) until it takes a list: say why once
-        log.warning("agent %s did not take revocation list %d: %s", conn.endpoint.host_id,
+        log.warning("agent %s did not take revocation list %d: %s", endpoint.host_id,
                     issued.serial, reply.get("error") if isinstance(reply, dict) else reply)
 
 

@@ -1,6 +1,6 @@
 """The revocation list with the jobs (no database, no Celery): written on a channel ahead of the
-first job it carries after the list changed, never again on that channel for the same issue;
-every `run` names the serial the agent must have."""
+first job it carries after the list changed (on a new channel, with the handshake), never again
+on that channel for the same issue; every `run` names the serial the agent must have."""
 
 from __future__ import annotations
 
@@ -54,3 +54,12 @@ def test_a_channel_carries_each_issue_once_ahead_of_its_next_job():
         (1, "revocations", 2), (1, "run", 2),
     ]
     assert agent.connections == 1
+
+
+def test_a_new_channel_carries_the_list_first_with_its_handshake():
+    recorder = Recorder()
+    agent = ScriptedAgent(f"fresh-{os.getpid()}", os.urandom(32), recorder)
+    saved = _run([_job(1, agent, _issue(3))])
+    assert saved[1].status == "success"
+    saved = _run([_job(2, agent, _issue(3))])
+    assert recorder.seen == [(1, "revocations", 3), (1, "run", 3), (1, "run", 3)]

@@ -29,14 +29,20 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--hosts-per-dc", type=int, default=500)
+        parser.add_argument(
+            "--exec", dest="exec_mode", choices=["process", "dry"], default="process",
+            help="process (default): the simulated hosts run the plugin; dry: they check every "
+                 "job, signature included, and answer without spawning (large fleets)",
+        )
         parser.add_argument("--up", action="store_true", help="leave the stack running")
         parser.add_argument("--timeout", type=float, default=180.0)
 
-    def handle(self, *args, hosts_per_dc: int, up: bool, timeout: float, **kw) -> None:
+    def handle(self, *args, hosts_per_dc: int, up: bool, timeout: float,
+               exec_mode: str = "process", **kw) -> None:
         if hosts_per_dc < 1:
             raise CommandError("--hosts-per-dc must be at least 1")
         call_command("migrate", verbosity=0)
-        fleet_ports = self._seed(hosts_per_dc)
+        fleet_ports = self._seed(hosts_per_dc, exec_mode)
         token, password = self._admin()
         stack = Stack()
         try:
@@ -50,12 +56,13 @@ class Command(BaseCommand):
         finally:
             stack.stop()
 
-    def _seed(self, hosts_per_dc: int) -> dict[str, int]:
+    def _seed(self, hosts_per_dc: int, exec_mode: str) -> dict[str, int]:
         ports = {name: free_port() for name in DATACENTERS}
         fleets = [
             arg for name, port in ports.items() for arg in ("--fleet", f"{name}=127.0.0.1:{port}")
         ]
-        call_command("seed_demo", f"--hosts-per-dc={hosts_per_dc}", *fleets)
+        call_command("seed_demo", f"--hosts-per-dc={hosts_per_dc}", f"--exec={exec_mode}",
+                     *fleets)
         return ports
 
     def _admin(self) -> tuple[str, str]:
