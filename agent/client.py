@@ -62,6 +62,7 @@ class Connection(asyncio.Protocol):
         self.endpoint = endpoint
         self._first = first
         self.closed = False
+        self.revocation_serial = 0  # the newest revocation list sent on it (PROTOCOL.md 13.4)
         self.ready: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
         self.pending: dict[int, OnReply] = {}
         self.transport: asyncio.Transport | None = None

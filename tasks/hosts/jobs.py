@@ -72,7 +72,8 @@ class HostJob:
     def send(self, conn: Connection, on_reply: OnReply) -> None:
         """Write the `run` request on an open channel, after the revocation list if the channel
         has not carried it yet (ChannelError if the channel is closed)."""
-        write_ahead(conn, self.common.revocations)
+        if self.common.revocations is not None:
+            write_ahead(conn, self.common.revocations)
         conn.send(self.run_request, on_reply)
 
     async def connect_and_send(self, pool: ChannelPool, on_reply: OnReply) -> None:

@@ -6,7 +6,6 @@ kept as the newest this process has seen for the SSH channel's own checks."""
 import json
 import logging
 import threading
-import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -48,8 +47,6 @@ class _Newest:
 
 
 NEWEST = _Newest()
-# Per pooled channel, the serial of the last list written on it (a new channel has had none).
-_written: "weakref.WeakKeyDictionary[Connection, int]" = weakref.WeakKeyDictionary()
 
 
 def revocations_current() -> IssuedList | None:
@@ -67,13 +64,13 @@ def _issued(row: int, serial: int, document: str) -> IssuedList:
     return IssuedList(row, serial, document.encode())
 
 
-def write_ahead(conn: Connection, issued: IssuedList | None) -> None:
+def write_ahead(conn: Connection, issued: IssuedList) -> None:
     """Before a job on this channel (from the fan-out's loop): the list, if the channel has
     not carried this issue yet. The agent takes it before it reads the job that follows."""
-    if issued is None or _written.get(conn, 0) >= issued.serial:
+    if conn.revocation_serial >= issued.serial:
         return
     conn.send(issued.push_request, lambda reply: _taken(conn.endpoint, issued, reply))
-    _written[conn] = issued.serial
+    conn.revocation_serial = issued.serial
 
 
 async def connect_with(pool: ChannelPool, endpoint: Endpoint, issued: IssuedList) -> Connection:
@@ -82,7 +79,7 @@ async def connect_with(pool: ChannelPool, endpoint: Endpoint, issued: IssuedList
     conn = await pool.connect_and_send(
         endpoint, issued.push_request, lambda reply: _taken(endpoint, issued, reply)
     )
-    _written[conn] = issued.serial
+    conn.revocation_serial = max(conn.revocation_serial, issued.serial)
     return conn
 
 
