@@ -4,10 +4,11 @@ as the fan-out sends them (pre-encoded, over pooled channels, one job per host i
 
     .venv/bin/python bench/revocations.py [--hosts 2000] [--rounds 5] [--listed 100] [--json]
 
-Scenarios, each after a warm-up round: `no list` (serial 0); `list` (a list of `--listed`
-other versions, written ahead of the first job on each channel, then only the serial); `push`
-(the round in which every channel carries the list once: its cost per channel); `refused` (the
-job's own version is listed). CPU is read from the scheduler (/proc/<pid>/task/*/schedstat).
+Scenarios, each on a fleet of its own after a warm-up round: `no list` (serial 0); `list` (a
+list of `--listed` other versions, written ahead of the first job on each channel, then only
+the serial); `push` (what the round in which every channel carries the list once costs more,
+per channel); `refused` (the job's own version is listed). CPU is read from the scheduler
+(/proc/<pid>/task/*/schedstat).
 """
 
 import argparse
@@ -50,29 +51,45 @@ def main() -> None:
 
 
 async def measure(hosts: int, rounds: int, listed: int) -> dict[str, float]:
-    from agent.client import ChannelPool, Endpoint, raise_nofile_limit
+    """Each scenario on a fleet of its own, so that every one finds the same agent (its store
+    of results grows with every round)."""
     from agent.revocations import sign_list
-    from agent.signing import generate_private_key_pem, load_private_key, public_key_pem, sign
-    from tasks.hosts.jobs import HostJob, TaskJob
+    from agent.signing import generate_private_key_pem, load_private_key, sign
     from tasks.hosts.revocations import IssuedList
 
     signer = load_private_key(generate_private_key_pem())
-    keys = {f"bench-{i:05d}": os.urandom(32) for i in range(hosts)}
     meta = {"plugin": "ping", "version": 1, "interpreter": "sh", "run_as": ["root"],
             "timeout": 60, "sha256": hashlib.sha256(BODY.encode()).hexdigest()}
     fields = {"meta": meta, "signature": sign(signer, meta), "body": BODY, "account": "root",
               "timeout": 10, "params": {}}
-    encoded = json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode()[1:-1]
 
-    def issue(serial: int, with_ping: bool) -> IssuedList:
+    def issue(with_ping: bool) -> IssuedList:
         versions = [{"plugin": f"other-{n}", "version": 1 + n % 7,
                      "sha256": hashlib.sha256(str(n).encode()).hexdigest()}
                     for n in range(listed)]
         if with_ping:
             versions.append({"plugin": "ping", "version": 1, "sha256": meta["sha256"]})
-        document = sign_list(signer, {"serial": serial, "issued_at": 0, "versions": versions})
-        return IssuedList(serial, serial, json.dumps(document, separators=(",", ":")).encode())
+        document = sign_list(signer, {"serial": 1, "issued_at": 0, "versions": versions})
+        return IssuedList(1, 1, json.dumps(document, separators=(",", ":")).encode())
 
+    figures = {}
+    for name, issued in (("no list", None), ("list", issue(False)), ("refused", issue(True))):
+        first, median = await _scenario(signer, fields, hosts, rounds, issued)
+        figures[name] = median
+        if name == "list":
+            figures["push"] = first - median  # the list's own share, once per channel
+    return figures
+
+
+async def _scenario(signer, fields: dict, hosts: int, rounds: int, issued) -> tuple[float, float]:
+    """Agent CPU per job of the first round (it carries the list, if any) and the median of
+    the others, on a fresh fleet warmed up by one round without a list."""
+    from agent.client import ChannelPool, Endpoint, raise_nofile_limit
+    from agent.signing import public_key_pem
+    from tasks.hosts.jobs import HostJob, TaskJob
+
+    encoded = json.dumps(fields, separators=(",", ":"), ensure_ascii=True).encode()[1:-1]
+    keys = {f"bench-{i:05d}": os.urandom(32) for i in range(hosts)}
     raise_nofile_limit()
     with tempfile.TemporaryDirectory() as tmp:
         agent, port = _fleet(Path(tmp), keys, public_key_pem(signer))
@@ -83,7 +100,7 @@ async def measure(hosts: int, rounds: int, listed: int) -> dict[str, float]:
             conns = [pool.pooled(e) for e in endpoints]
             counter = iter(range(10**9))
 
-            async def one_round(issued: IssuedList | None) -> float:
+            async def one_round(issued) -> float:
                 common = TaskJob(fields, encoded, issued)
                 jobs = [HostJob(n, e, f"r{next(counter)}", common)
                         for n, e in enumerate(endpoints)]
@@ -91,18 +108,9 @@ async def measure(hosts: int, rounds: int, listed: int) -> dict[str, float]:
                 await _send_all(jobs, conns)
                 return (_cpu(agent.pid) - before) / hosts * 1e6
 
-            await one_round(None)  # warm-up: caches of the agent, the verified signature
-            figures = {"no list": statistics.median([await one_round(None)
-                                                     for _ in range(rounds)])}
-            clean = issue(1, with_ping=False)
-            figures["push"] = await one_round(clean)  # the list goes ahead on every channel
-            figures["list"] = statistics.median([await one_round(clean) for _ in range(rounds)])
-            listing = issue(2, with_ping=True)
-            await one_round(listing)
-            figures["refused"] = statistics.median([await one_round(listing)
-                                                    for _ in range(rounds)])
-            figures["push"] -= figures["list"]  # the push's own share, per channel
-            return figures
+            await one_round(None)  # warm-up: the agent's caches, the verified signature
+            first = await one_round(issued)
+            return first, statistics.median([await one_round(issued) for _ in range(rounds)])
         finally:
             await pool.close()
             agent.terminate()
