@@ -119,10 +119,11 @@ class Revocations:
         self.public_keys = list(public_keys)
         self.path = path
         self.serial = 0
-        self.document: Message | None = None
         self._reasons: dict[Entry, str] = {}
+        # serial and list together, replaced in one assignment: a save (in a thread) reads both
+        self._current: tuple[int, Message | None] = (0, None)
         self._saved = 0  # the serial on disk
-        self._lock = threading.Lock()  # saves run in threads
+        self._lock = threading.Lock()  # one save at a time
 
     def refusal(self, meta: dict[str, Any]) -> str | None:
         """Why a job of this (checked) metadata must not run, or None."""
@@ -154,7 +155,8 @@ class Revocations:
         assert isinstance(document, dict)
         self._reasons = {entry: f"revoked: {entry[0]} v{entry[1]} (list {serial})"
                          for entry in entries}
-        self.document, self.serial = document, serial
+        self._current = (serial, document)
+        self.serial = serial
         return True
 
     @property
@@ -164,7 +166,7 @@ class Revocations:
     def save(self) -> None:
         """Write the newest list durably (OSError if the disk refuses); newer saves win."""
         with self._lock:
-            serial, document = self.serial, self.document
+            serial, document = self._current
             if self.path is None or document is None or serial <= self._saved:
                 return
             write_durably(self.path, json.dumps(document).encode())
