@@ -10,7 +10,7 @@ batch committed before it.
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -23,7 +23,16 @@ from ccs.db import bulk_update_rows, id_match, insert_rows, sql_value, update_id
 from .broadcast import events_announce
 from .control import Progress
 from .models import COUNT_FIELDS, SubTask, Task, TaskEvent, count_field
-from .states import FAILURES, NOT_STARTED, ON_HOST, SubTaskStatus, TaskStatus, predecessors
+from .states import (
+    FAILURES,
+    NOT_STARTED,
+    ON_HOST,
+    IllegalTransition,
+    SubTaskStatus,
+    TaskStatus,
+    predecessors,
+    task_predecessors,
+)
 
 S = SubTaskStatus
 
@@ -267,10 +276,26 @@ def event_payload(task_id: int, seq: int, moved: Moved, at: datetime) -> dict:
     }
 
 
+def task_move_if(
+    task_id: int, target: str, *, only_from: Collection[str] | None = None, **values: Any
+) -> bool:
+    """The one guarded move of a task's status: `UPDATE … WHERE status IN (legal predecessors
+    of target, narrowed to only_from)`, setting `values` too; returns whether it moved."""
+    allowed = task_predecessors(target)
+    if only_from is not None:
+        allowed = allowed & frozenset(only_from)
+    return bool(Task.objects.filter(pk=task_id, status__in=allowed).update(status=target, **values))
+
+
+def task_move(task_id: int, target: str, **values: Any) -> None:
+    """Move the task to `target`; raises IllegalTransition if its state does not allow it."""
+    if not task_move_if(task_id, target, **values):
+        current = Task.objects.filter(pk=task_id).values_list("status", flat=True).first()
+        raise IllegalTransition(current or "missing", target)
+
+
 def task_mark_started(task_id: int, at: datetime) -> None:
-    Task.objects.filter(pk=task_id, status=TaskStatus.PENDING).update(
-        status=TaskStatus.RUNNING, started_at=at
-    )
+    task_move_if(task_id, TaskStatus.RUNNING, only_from=(TaskStatus.PENDING,), started_at=at)
 
 
 __all__ = [
@@ -287,4 +312,6 @@ __all__ = [
     "sources",
     "start_on_host",
     "task_mark_started",
+    "task_move",
+    "task_move_if",
 ]

@@ -13,8 +13,8 @@ from permissions.models import Datacenter
 from .. import dispatch
 from ..control import batch_limits, failure_limit, release_budget
 from ..models import COUNT_FIELDS, SubTask, Task
-from ..states import SubTaskStatus, TaskStatus
-from ..transitions import Counts, events_record, release_to_queue
+from ..states import TASK_FINAL, SubTaskStatus, TaskStatus, task_outcome
+from ..transitions import Counts, events_record, release_to_queue, task_move
 
 log = logging.getLogger(__name__)
 RELEASING = (TaskStatus.PENDING, TaskStatus.RUNNING)
@@ -119,7 +119,7 @@ def task_progress_update(task_id: int, now: datetime, counts: Counts | None) -> 
         return
     task = Task.objects.get(pk=task_id)
     if counts.final:
-        _finish(task, now)
+        _finish(task, now, counts)
         return
     if task.status not in RELEASING or not (
         task.batches or task.failure_threshold or task.concurrency
@@ -139,9 +139,11 @@ def task_progress_update(task_id: int, now: datetime, counts: Counts | None) -> 
         release_request(task_id)
 
 
-def _finish(task: Task, now: datetime) -> None:
-    status = TaskStatus.STOPPED if task.status == TaskStatus.STOPPED else TaskStatus.FINISHED
-    Task.objects.filter(pk=task.pk).update(status=status, finished_at=now)
+def _finish(task: Task, now: datetime, counts: Counts) -> None:
+    if task.status in TASK_FINAL:
+        return  # results that came late, for subtasks that had already ended
+    outcome = task_outcome(counts.by_state, stop_asked=task.status == TaskStatus.STOPPING)
+    task_move(task.pk, outcome, finished_at=now, paused_reason="")
 
 
 def _threshold_crossed(task: Task, progress) -> bool:
@@ -157,9 +159,7 @@ def _batch_complete(task: Task, progress) -> bool:
 
 
 def _pause(task: Task, reason: str, next_batch: bool = False) -> None:
-    Task.objects.filter(pk=task.pk).update(
-        status=TaskStatus.PAUSED, paused_reason=reason, batch=task.batch + int(next_batch)
-    )
+    task_move(task.pk, TaskStatus.PAUSED, paused_reason=reason, batch=task.batch + int(next_batch))
     log.info("task %s paused: %s", task.pk, reason)
 
 
