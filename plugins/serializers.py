@@ -154,7 +154,7 @@ class RevocationOut(serializers.ModelSerializer):
 class VersionOut(VersionSummaryOut):
     """A version in full; `revocation` is null unless it was revoked."""
 
-    revocation = RevocationOut(read_only=True, default=None)
+    revocation = RevocationOut(read_only=True, allow_null=True, default=None)
 
     class Meta(VersionSummaryOut.Meta):
         fields = [*VersionSummaryOut.Meta.fields, "body", "params_schema", "signature",

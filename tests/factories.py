@@ -92,6 +92,7 @@ def task_revoked_after_canary(api, version, node: str, reason: str) -> tuple[int
     pause between them, revoke the version (through the API, as `api`'s user) and resume. The
     task's id once it has finished, and the revoke's answer."""
     from tasks.models import Task
+    from tasks.states import TASK_FINAL
     from tests.agent.procs import wait_until
 
     created = api.post("/api/v1/tasks/", {
@@ -106,5 +107,5 @@ def task_revoked_after_canary(api, version, node: str, reason: str) -> tuple[int
                        format="json")
     assert revoked.status_code == 200, revoked.content
     api.post(f"/api/v1/tasks/{task_id}/resume/")
-    wait_until(lambda: status() == "finished", "the task to finish", timeout=60)
+    wait_until(lambda: status() in TASK_FINAL, "the task to end", timeout=60)
     return task_id, revoked.json()
