@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ccs.stack import free_port, port_open, wait_for
 from permissions.models import Host
 from permissions.services import datacenter_ensure, node_ensure
+from tasks.hosts.ssh.connections import SshConnections
 
 SSHD = Path("/usr/sbin/sshd")
 NODE = "corp/ssh"
@@ -103,6 +104,14 @@ def client_key(settings) -> Path:
     """This process's settings hold the client key too (management commands run here)."""
     settings.CCS_SSH_KEY = CLIENT_KEY.read_text()
     return CLIENT_KEY
+
+
+@pytest.fixture
+def connections(client_key) -> Iterator[SshConnections]:
+    """A pool of SSH connections of this process, as a worker has (closed afterwards)."""
+    pool = SshConnections(per_host=2, channels=8, idle=60, keepalive=15, connects=8)
+    yield pool
+    pool.close()
 
 
 def ssh_hosts(

@@ -187,7 +187,7 @@ def _install(shell: _Shell, host: Host, options: InstallOptions, port: int,
 
 def _preflight(shell: _Shell, python: str) -> None:
     done = shell.run([python, "-c", PREFLIGHT], as_root=False)
-    word = done.stdout.strip().split(" ")
+    word = done.answer.split(" ")
     if done.code == 127:
         raise InstallError(f"{python} not found on the host: the agent needs Python 3.11+ "
                            "with the cryptography package")
@@ -207,7 +207,7 @@ def _init_system(shell: _Shell, options: InstallOptions) -> str:
         return options.init
     if options.prefix not in ("", "/"):
         return "daemon"  # a unit would point outside the prefix
-    return shell.must("detecting systemd", shell.sh(INIT)).stdout.strip()
+    return shell.must("detecting systemd", shell.sh(INIT)).answer
 
 
 def _files(host: Host, options: InstallOptions, port: int, paths: _Layout, agent_zip: bytes,
