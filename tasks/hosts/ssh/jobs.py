@@ -30,7 +30,13 @@ from plugins.signing import accepted_public_keys_pem
 from . import remote
 from .connections import SshConnections
 from .endpoint import SshEndpoint
-from .session import COMMAND_TIMEOUT, SshNotConfigured, SshUnreachable, run_as_prefix
+from .session import (
+    COMMAND_TIMEOUT,
+    SshJobLost,
+    SshNotConfigured,
+    SshUnreachable,
+    run_as_prefix,
+)
 
 # What the login shell may print before the job's output starts, kept to explain a job that
 # never started (sudo refusing the account prints there).
@@ -180,7 +186,9 @@ def _run(connections: SshConnections, endpoint: SshEndpoint, job: dict[str, Any]
         channel.sendall(payload)
         channel.shutdown_write()
         ending = _supervise(run, channel)
-        if not run.out.opened and not channel.get_transport().is_active():
+        if ending is None and run.out.trailer is None and not channel.get_transport().is_active():
+            if run.out.opened:
+                raise SshJobLost("the ssh connection dropped while the job ran")
             raise SshUnreachable("the ssh connection dropped before the job started")
     run.out.finish()
     run.err.finish()

@@ -25,6 +25,11 @@ class SshUnreachable(ConnectionError):
     """The host could not be reached or would not let us in (network, SSH, authentication)."""
 
 
+class SshJobLost(SshUnreachable):
+    """The connection dropped while the job ran: its host may still run it, and the sitter's
+    pull finds out how it ended."""
+
+
 class SshNotConfigured(Exception):
     """The control plane has no usable SSH client key."""
 
