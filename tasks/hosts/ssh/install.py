@@ -5,7 +5,7 @@ it is. Files are laid out as agent/ccs-agent.service expects, under an optional 
 import asyncio
 import hashlib
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import paramiko
 from django.conf import settings
@@ -118,6 +118,7 @@ def layout(prefix: str) -> _Layout:
 def agent_install_host(host: Host, options: InstallOptions, agent_zip: bytes) -> InstallReport:
     """Install (or check) the agent on one host; never raises for a host's own problem."""
     port = options.port or host.port
+    options = replace(options, prefix=options.prefix.replace("{host}", host.hostname))
     endpoint = SshEndpoint(host.hostname, host.address, host.ssh_port, host.ssh_user,
                            host.ssh_host_key)
     try:
