@@ -4,6 +4,7 @@ parallel-ssh, Fabric and `ansible -m raw`, side by side in one run.
     .venv/bin/python bench/ssh.py --hosts 10,30,100 [--shell clean|slow|both] [--rounds 3]
                                   [--tools ccs,ccs-cold,parallel-ssh,fabric,ansible-raw] [--json]
     .venv/bin/python bench/ssh.py --install --hosts 100 [--json]
+    .venv/bin/python bench/ssh.py --idle --hosts 300 [--json]
 
 Each host is an sshd of its own on a loopback port, with its own host keys (strict host key
 checking for CCS and Ansible). The job logs in as a bench account whose login shell is clean
@@ -21,6 +22,9 @@ every tool runs once, in turn (round-robin). Per tool: median wall time, hosts o
 over all rounds), controller CPU per host (the tool's processes; for CCS the CLI, web,
 controller and worker processes and the PostgreSQL backends of its database) and host CPU per
 job (every sshd and what it starts, from a cpuacct cgroup), medians too.
+
+`--idle` measures what N pooled, idle connections cost a worker process (CPU per second,
+threads, memory), with paramiko's own idle poll and with CCS's.
 
 `--install` times `manage.py agent_install` on N of these hosts (logging in as root, each host
 installed under its own prefix), then again (idempotent: nothing changes), then removes it.
@@ -72,6 +76,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds after a warm-up")
     parser.add_argument("--tools", default=",".join(TOOLS))
     parser.add_argument("--install", action="store_true", help="time agent_install instead")
+    parser.add_argument("--idle", action="store_true",
+                        help="instead: what N pooled, idle connections cost a worker process")
     parser.add_argument("--json", action="store_true", help="one JSON object per result")
     args = parser.parse_args()
     sizes, tools = _sizes(parser, args.hosts), _tools(parser, args.tools)
@@ -84,9 +90,10 @@ def main() -> None:
     hosts = LoopbackHosts(max(sizes))
     try:
         hosts.start(say)
-        if args.install:
+        if args.install or args.idle:
             for size in sizes:
-                emit(install_measure(hosts, size, say), args.json)
+                measure = install_measure if args.install else idle_measure
+                emit(measure(hosts, size, say), args.json)
             return
         shells = ("clean", "slow") if args.shell == "both" else (args.shell,)
         results = compare(hosts, sizes, shells, tools, args.rounds, say)
@@ -119,6 +126,12 @@ def _tools(parser: argparse.ArgumentParser, text: str) -> list[str]:
 def emit(result: dict, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result), flush=True)
+        return
+    if "idle_cpu_ms_per_s" in result:
+        for poll, figures in result["idle_cpu_ms_per_s"].items():
+            print(f"{result['hosts']} idle pooled connections, paramiko polling every {poll} s: "
+                  f"{figures:.1f} ms of CPU per second; {result['threads']} threads, "
+                  f"{result['rss_kb_per_connection']} kB RSS per connection")
         return
     if "install_s" in result:
         print(f"agent_install on {result['hosts']} hosts: {result['install_s']:.1f} s "
@@ -275,7 +288,8 @@ def _sshd_config(folder: Path, port: int, key: Path, authorized: Path) -> Path:
         f"AuthorizedKeysFile {authorized}", f"PidFile {folder / 'sshd.pid'}",
         "UsePAM no", "StrictModes no", "PermitRootLogin prohibit-password",
         "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PrintMotd no",
-        "PrintLastLog no", "LogLevel ERROR", "MaxStartups 100:30:200", "",
+        "PrintLastLog no", "LogLevel ERROR", "MaxStartups 100:30:200",
+        "Subsystem sftp /usr/lib/openssh/sftp-server", "",
     ]))
     return config
 
@@ -587,6 +601,49 @@ def _summary(tool: str, size: int, shell: str, runs: list[Run]) -> dict:
         "host_cpu_ms_per_job": round(statistics.median(r.host_cpu for r in runs) / size * 1000, 2),
         "rounds": len(runs), "load": _load(),
     }
+
+
+# -- idle connections -------------------------------------------------------------------------
+
+
+def idle_measure(hosts: LoopbackHosts, size: int, say, seconds: float = 10.0) -> dict:
+    """CPU a worker process spends keeping `size` pooled connections open and idle, with
+    paramiko's own poll (its transport thread wakes every 0.1 s) and with CCS's (1 s)."""
+    from django.conf import settings
+
+    from tasks.hosts.ssh import session
+    from tasks.hosts.ssh.connections import SshConnections
+    from tasks.hosts.ssh.endpoint import SshEndpoint
+
+    settings.CCS_SSH_KEY = hosts.client_key.read_text()
+    endpoints = [SshEndpoint(f"h{h.index}", "127.0.0.1", h.port, ACCOUNTS["clean"], h.host_key)
+                 for h in hosts.hosts[:size]]
+    cpu, threads, rss = {}, 0, 0
+    ours = session.Transport._active_check_timeout
+    for poll in (0.1, ours):
+        session.Transport._active_check_timeout = poll
+        pool = SshConnections(per_host=1, channels=8, idle=600, keepalive=15, connects=16)
+        before_rss = _rss_kb()
+        try:
+            for endpoint in endpoints:
+                pool.execute(endpoint, ["true"])
+            time.sleep(1.0)
+            started = time.process_time()
+            time.sleep(seconds)
+            cpu[str(poll)] = round((time.process_time() - started) / seconds * 1000, 1)
+            threads = threading.active_count()
+            rss = round((_rss_kb() - before_rss) / size)
+        finally:
+            pool.close()
+        say(f"{size} idle connections, poll {poll} s: {cpu[str(poll)]} ms CPU per second")
+    session.Transport._active_check_timeout = ours
+    return {"tool": "ccs-idle", "hosts": size, "idle_cpu_ms_per_s": cpu, "threads": threads,
+            "rss_kb_per_connection": rss, "load": _load()}
+
+
+def _rss_kb() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))
 
 
 # -- agent_install ----------------------------------------------------------------------------
