@@ -49,12 +49,15 @@ class SshConnections:
         self.opened = 0  # connections opened, for tests and benchmarks
 
     @contextmanager
-    def channel(self, endpoint: SshEndpoint, argv: list[str],
-                timeout: float) -> Iterator[paramiko.Channel]:
+    def channel(self, endpoint: SshEndpoint, argv: list[str], timeout: float,
+                wait: float | None = None) -> Iterator[paramiko.Channel]:
         """A session channel running the command on a pooled connection to the host; closed
-        (and its place freed) when the block ends."""
+        (and its place freed) when the block ends. Waits at most `wait` seconds (None: as
+        long as it takes) for a place on a connection or a turn to open one: a pause that
+        comes too late must not run at all."""
         key = _key(endpoint)
-        conn, channel = self._open(key, endpoint, argv, timeout)
+        until = None if wait is None else time.monotonic() + wait
+        conn, channel = self._open(key, endpoint, argv, timeout, until)
         try:
             yield channel
         finally:
@@ -63,14 +66,15 @@ class SshConnections:
 
     def execute(self, endpoint: SshEndpoint, argv: list[str], stdin: bytes = b"",
                 timeout: float = COMMAND_TIMEOUT) -> Completed:
-        """Run a small command on the host to its end, on a pooled connection."""
-        with self.channel(endpoint, argv, timeout) as channel:
+        """Run a small command on the host to its end, on a pooled connection (waiting at
+        most `timeout` for it)."""
+        with self.channel(endpoint, argv, timeout, wait=timeout) as channel:
             return complete(channel, stdin, timeout)
 
-    def _open(self, key: Key, endpoint: SshEndpoint, argv: list[str],
-              timeout: float) -> tuple[Connection, paramiko.Channel]:
+    def _open(self, key: Key, endpoint: SshEndpoint, argv: list[str], timeout: float,
+              until: float | None) -> tuple[Connection, paramiko.Channel]:
         while True:
-            conn = self._acquire(key, endpoint, timeout)
+            conn = self._acquire(key, endpoint, timeout, until)
             try:
                 channel = conn.transport.open_session(timeout=timeout)
             except (paramiko.SSHException, EOFError, OSError) as exc:
@@ -88,7 +92,8 @@ class SshConnections:
                 raise SshUnreachable(f"cannot run a command over ssh: {exc}") from None
             return conn, channel
 
-    def _acquire(self, key: Key, endpoint: SshEndpoint, timeout: float) -> Connection:
+    def _acquire(self, key: Key, endpoint: SshEndpoint, timeout: float,
+                 until: float | None) -> Connection:
         """A place on a live connection to the host, opening one if the host has room."""
         with self._lock:
             self._start_reaper()
@@ -103,14 +108,19 @@ class SshConnections:
                 if len(conns) + self._connecting.get(key, 0) < self.per_host:
                     self._connecting[key] = self._connecting.get(key, 0) + 1
                     break
-                self._lock.wait(1.0)
-        return self._connect(key, endpoint, timeout)
+                self._lock.wait(_left(until, endpoint, "a free ssh session"))
+        return self._connect(key, endpoint, timeout, until)
 
-    def _connect(self, key: Key, endpoint: SshEndpoint, timeout: float) -> Connection:
+    def _connect(self, key: Key, endpoint: SshEndpoint, timeout: float,
+                 until: float | None) -> Connection:
         transport = None
         try:
-            with self._handshakes:
+            while not self._handshakes.acquire(timeout=_left(until, endpoint, "a turn to connect")):
+                pass  # _left raises once it is too late
+            try:
                 transport = connect(endpoint, timeout)
+            finally:
+                self._handshakes.release()
             if self.keepalive:
                 transport.set_keepalive(self.keepalive)
         finally:
@@ -190,6 +200,16 @@ class SshConnections:
         while True:
             time.sleep(max(1.0, min(self.idle / 2, 10.0)))
             self.expire()
+
+
+def _left(until: float | None, endpoint: SshEndpoint, what: str) -> float:
+    """How long to wait on (at most a second, to look again); SshUnreachable once too late."""
+    if until is None:
+        return 1.0
+    left = until - time.monotonic()
+    if left <= 0:
+        raise SshUnreachable(f"no {what} to {endpoint.address}:{endpoint.port} in time")
+    return min(left, 1.0)
 
 
 def _key(endpoint: SshEndpoint) -> Key:
