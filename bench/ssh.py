@@ -5,15 +5,16 @@ parallel-ssh, Fabric and `ansible -m raw`, side by side in one run.
                                   [--tools ccs,ccs-cold,parallel-ssh,fabric,ansible-raw] [--json]
     .venv/bin/python bench/ssh.py --install --hosts 100 [--json]
     .venv/bin/python bench/ssh.py --idle --hosts 300 [--json]
+    .venv/bin/python bench/ssh.py --waves --hosts 100 [--json]
 
 Each host is an sshd of its own on a loopback port, with its own host keys (strict host key
 checking for CCS and Ansible). The job logs in as a bench account whose login shell is clean
 (`/bin/sh`) or, with `--shell slow`, a shell whose start-up costs CPU as a heavy rc file does.
 CCS runs `ccs run bench-ping --follow` (the CLI, through the API, controller and a datacenter
-worker of the Procfile on PostgreSQL database `ccs_bench_h16`); the others run `echo pong`,
-each as its own command: a Python script on parallel-ssh or Fabric, and the `ansible` CLI with
-one fork per host. They are installed from PyPI in the benchmark's own virtualenv
-(`var/bench-tools`), never in the project's.
+worker of the Procfile, on PostgreSQL database `ccs_bench` or CCS_BENCH_DATABASE); the others
+run `echo pong`, each as its own command: a Python script on parallel-ssh or Fabric, and the
+`ansible` CLI with one fork per host. They are installed from PyPI in the benchmark's own
+virtualenv (`var/bench-tools`), never in the project's.
 
 `ccs` keeps its connections pooled between jobs, as a worker does; `ccs-cold` is the same on
 a worker that closes each connection after its job (`CCS_SSH_IDLE=0`): a handshake per job,
@@ -26,10 +27,14 @@ job (every sshd and what it starts, from a cpuacct cgroup), medians too.
 `--idle` measures what N pooled, idle connections cost a worker process (CPU per second,
 threads, memory), with paramiko's own idle poll and with CCS's.
 
-`--install` times `manage.py agent_install` on N of these hosts (logging in as root, each host
-installed under its own prefix), then again (idempotent: nothing changes), then removes it.
+`--waves` runs N one-second jobs through a worker's SSH pool sized 50 threads (the former
+default: N = 100 ran in two waves) and sized CCS_SSH_CONCURRENCY.
 
-Needs root (users, sshd, cgroups), openssh-server and sudo. Uses CCS_BROKER_URL and
+`--install` times `manage.py agent_install` on N of these hosts (logging in with a clean shell
+and becoming root through sudo, each host installed under its own prefix), then again
+(idempotent: nothing changes), then removes it.
+
+Needs root (users, sshd, cgroups) and openssh-server. Uses CCS_BROKER_URL and
 CCS_EVENT_PREFIX from the environment like the other benchmarks.
 """
 
@@ -50,13 +55,16 @@ from pathlib import Path
 
 from common import ROOT, bench_user, django_on_bench_database
 
-DATABASE = "ccs_bench_h16"
 HOSTS_DIR = Path("/var/lib/ccs-bench-ssh")  # readable by the bench accounts (sshd reads
 # authorized_keys as the account)
 TOOLS_VENV = ROOT / "var" / "bench-tools"
 TOOL_PACKAGES = ("parallel-ssh", "fabric", "ansible-core")
 CGROUPS = Path("/sys/fs/cgroup/cpuacct")
 ACCOUNTS = {"clean": "ccs-bench", "slow": "ccs-bench-slow"}
+# agent_install logs in with a clean shell too, and becomes root through sudo (the sudoers
+# entry exists only while it runs).
+INSTALL_ACCOUNT = "ccs-bench-admin"
+SUDOERS = Path("/etc/sudoers.d/ccs-bench-ssh")
 TOOLS = ("ccs", "ccs-cold", "parallel-ssh", "fabric", "ansible-raw")
 PLUGIN = "bench-ping"
 BODY = "#!/bin/sh\necho pong\n"
@@ -78,6 +86,9 @@ def main() -> None:
     parser.add_argument("--install", action="store_true", help="time agent_install instead")
     parser.add_argument("--idle", action="store_true",
                         help="instead: what N pooled, idle connections cost a worker process")
+    parser.add_argument("--waves", action="store_true",
+                        help="instead: N one-second jobs with 50 SSH threads and with "
+                             "CCS_SSH_CONCURRENCY threads")
     parser.add_argument("--json", action="store_true", help="one JSON object per result")
     args = parser.parse_args()
     sizes, tools = _sizes(parser, args.hosts), _tools(parser, args.tools)
@@ -86,13 +97,14 @@ def main() -> None:
     if os.geteuid() != 0:
         raise SystemExit("bench/ssh.py: run as root (users, sshd, cgroups)")
     say = (lambda *a: None) if args.json else print
-    django_on_bench_database(DATABASE)
+    django_on_bench_database()  # ccs_bench, or CCS_BENCH_DATABASE
     hosts = LoopbackHosts(max(sizes))
     try:
         hosts.start(say)
-        if args.install or args.idle:
+        if args.install or args.idle or args.waves:
+            measure = (install_measure if args.install else
+                       idle_measure if args.idle else waves_measure)
             for size in sizes:
-                measure = install_measure if args.install else idle_measure
                 emit(measure(hosts, size, say), args.json)
             return
         shells = ("clean", "slow") if args.shell == "both" else (args.shell,)
@@ -132,6 +144,10 @@ def emit(result: dict, as_json: bool) -> None:
             print(f"{result['hosts']} idle pooled connections, paramiko polling every {poll} s: "
                   f"{figures:.1f} ms of CPU per second; {result['threads']} threads, "
                   f"{result['rss_kb_per_connection']} kB RSS per connection")
+        return
+    if "threads_wall_s" in result:
+        for threads, wall in result["threads_wall_s"].items():
+            print(f"{result['hosts']} one-second jobs, {threads} SSH threads: {wall:.2f} s")
         return
     if "install_s" in result:
         print(f"agent_install on {result['hosts']} hosts: {result['install_s']:.1f} s "
@@ -176,6 +192,7 @@ class BackendCpu:
     sampled four times a second, keeping each process's last figure."""
 
     def __init__(self) -> None:
+        self.database = b" " + os.environ["DATABASE_URL"].rsplit("/", 1)[1].encode() + b" "
         self.last: dict[int, float] = {}
         self.lock = threading.Lock()
         threading.Thread(target=self._run, daemon=True).start()
@@ -191,7 +208,7 @@ class BackendCpu:
                 continue
             try:
                 command = Path(f"/proc/{name}/cmdline").read_bytes()
-                if not command.startswith(b"postgres: ") or DATABASE.encode() not in command:
+                if not command.startswith(b"postgres: ") or self.database not in command:
                     continue
                 ns = int(Path(f"/proc/{name}/schedstat").read_text().split()[0])
             except (OSError, ValueError, IndexError):
@@ -300,8 +317,8 @@ def _accounts() -> None:
     slow = HOSTS_DIR / "slow-shell"
     slow.write_text(SLOW_SHELL)
     slow.chmod(0o755)
-    shells = {"clean": "/bin/sh", "slow": str(slow)}
-    for kind, account in ACCOUNTS.items():
+    shells = {"clean": "/bin/sh", "slow": str(slow), "install": "/bin/sh"}
+    for kind, account in {**ACCOUNTS, "install": INSTALL_ACCOUNT}.items():
         home = HOSTS_DIR / "home" / account
         if subprocess.run(["id", account], capture_output=True).returncode != 0:
             subprocess.run(["useradd", "--system", "--home-dir", str(home), "--shell",
@@ -641,6 +658,47 @@ def idle_measure(hosts: LoopbackHosts, size: int, say, seconds: float = 10.0) ->
             "rss_kb_per_connection": rss, "load": _load()}
 
 
+def waves_measure(hosts: LoopbackHosts, size: int, say) -> dict:
+    """`size` jobs of the built-in `sleep` plugin (1 s) on pooled connections, through a worker
+    process's SSH pool sized 50 threads (the former default), then CCS_SSH_CONCURRENCY."""
+    import asyncio
+
+    from django.conf import settings
+
+    from plugins.models import PluginVersion
+    from plugins.services import builtin_plugins_install
+    from tasks.hosts.ssh.endpoint import SshEndpoint
+    from tasks.hosts.ssh.pool import SshPool
+
+    builtin_plugins_install()
+    settings.CCS_SSH_KEY = hosts.client_key.read_text()
+    version = PluginVersion.objects.filter(plugin__name="sleep", status="approved").latest("id")
+    job = {"meta": version.signed_meta(), "signature": version.signature, "body": version.body,
+           "account": "root", "timeout": 30, "params": {"seconds": 1}}
+    endpoints = [SshEndpoint(f"h{h.index}", "127.0.0.1", h.port, "root", h.host_key, "root")
+                 for h in hosts.hosts[:size]]
+    walls = {}
+    default = settings.CCS_SSH_CONCURRENCY
+    for threads in (50, default):
+        settings.CCS_SSH_CONCURRENCY = threads
+        pool = SshPool()
+
+        async def run_all(pool=pool, threads=threads) -> float:
+            await asyncio.gather(*(pool.request(e, {"op": "health"}, 30) for e in endpoints))
+            started = time.perf_counter()
+            replies = await asyncio.gather(*(
+                pool.request(e, {"op": "run", "job": {**job, "id": f"waves/{threads}/{i}"}}, 60)
+                for i, e in enumerate(endpoints)))
+            assert all(r["result"]["status"] == "success" for r in replies), replies[:3]
+            return time.perf_counter() - started
+
+        walls[str(threads)] = round(asyncio.run(run_all()), 2)
+        pool.connections.close()
+        say(f"{size} one-second jobs with {threads} SSH threads: {walls[str(threads)]} s")
+    settings.CCS_SSH_CONCURRENCY = default
+    return {"tool": "ccs-threads", "hosts": size, "threads_wall_s": walls, "load": _load()}
+
+
 def _rss_kb() -> int:
     status = Path("/proc/self/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1))
@@ -654,7 +712,8 @@ def install_measure(hosts: LoopbackHosts, size: int, say) -> dict:
     from permissions.models import Host as HostRow
 
     node, prefix = f"bench-ssh/install/n{size}", f"bench-install-n{size}"
-    _ssh_hosts_ensure(hosts, size, node, "root", "dc1", prefix=prefix, agent_ports=True)
+    _ssh_hosts_ensure(hosts, size, node, INSTALL_ACCOUNT, "dc1", prefix=prefix,
+                      agent_ports=True)
     rows = HostRow.objects.filter(hostname__startswith=f"{prefix}-")
     rows.update(channel="ssh")
     root = HOSTS_DIR / "agents"
@@ -664,12 +723,15 @@ def install_measure(hosts: LoopbackHosts, size: int, say) -> dict:
                "--prefix", f"{root}/{{host}}", "--listen-address", "127.0.0.1",
                "--python", "/usr/bin/python3", "--progress"]
     env = {**os.environ, "CCS_SSH_KEY_FILE": str(hosts.client_key)}
+    SUDOERS.write_text(f"{INSTALL_ACCOUNT} ALL=(ALL) NOPASSWD: ALL\n")
+    SUDOERS.chmod(0o440)
     try:
         say(f"\nagent_install on {size} hosts, load {_load()}")
         first, first_out = _timed(command, env, say)
         say(f"again (nothing to change), load {_load()}")
         again, again_out = _timed(command, env, say)
     finally:
+        SUDOERS.unlink(missing_ok=True)
         _agents_stop(root)
         rows.update(channel="ssh")
     return {"tool": "agent_install", "hosts": size, "install_s": round(first, 2),
@@ -694,7 +756,8 @@ def _timed(command: list[str], env: dict, say) -> tuple[float, str]:
     text = output.decode(errors="replace")
     say(f"\n{text.strip().splitlines()[-1]}  ({seconds:.1f} s)")
     if proc.returncode != 0:
-        say(errors.strip()[-500:] or "\n".join(text.splitlines()[-5:]))
+        failed = [line for line in text.splitlines() if "  failed" in line]
+        say("\n".join(failed[:5]) or errors.strip()[-500:])
     return seconds, text
 
 

@@ -82,7 +82,7 @@ class Framed:
         if self.state == "before":
             at = data.find(self.opening)
             if at < 0:
-                self.noise = (self.noise + data)[-NOISE_KEPT:]
+                self.noise = (self.noise + chunk)[-NOISE_KEPT:]
                 self.pending = data[1 - len(self.opening):]
                 return
             self.state, data = "job", data[at + len(self.opening):]
