@@ -67,7 +67,8 @@ INSTALL_ACCOUNT = "ccs-bench-admin"
 SUDOERS = Path("/etc/sudoers.d/ccs-bench-ssh")
 TOOLS = ("ccs", "ccs-cold", "parallel-ssh", "fabric", "ansible-raw")
 PLUGIN = "bench-ping"
-BODY = "#!/bin/sh\necho pong\n"
+# The plugins the bench runs: `ping`'s body, and one that takes a second (--waves).
+BODIES = {PLUGIN: "#!/bin/sh\necho pong\n", "bench-sleep": "#!/bin/sh\nsleep 1\necho pong\n"}
 COMMAND = "echo pong"
 # A login shell whose start-up does what a heavy rc file does: work on a CPU, then sh.
 SLOW_SHELL = """#!/bin/sh
@@ -487,7 +488,7 @@ class CcsStack:
         self.cpu = CpuGroup("ccs")
         self.backends = BackendCpu()
         self.token = Token.objects.get_or_create(user=bench_user())[0].key
-        _plugin_ensure()
+        _plugin_ensure(PLUGIN)
         self.port = free_port()
         self.stack = Stack()
         self.stack.env.update(DATABASE_URL=os.environ["DATABASE_URL"],
@@ -535,11 +536,11 @@ class CcsStack:
         return Run(wall, ok, controller, host)
 
 
-def _plugin_ensure() -> None:
-    """`bench-ping` (the body of `ping`), approved through the review services."""
+def _plugin_ensure(name: str):
+    """An approved version of a bench plugin (BODIES), through the review services."""
     from django.contrib.auth import get_user_model
 
-    from plugins.models import Plugin
+    from plugins.models import Plugin, PluginVersion
     from plugins.services import (
         plugin_create,
         plugin_version_approve,
@@ -548,17 +549,19 @@ def _plugin_ensure() -> None:
         reviewers_group_ensure,
     )
 
-    if Plugin.objects.filter(name=PLUGIN, versions__status="approved").exists():
-        return
+    approved = PluginVersion.objects.filter(plugin__name=name, status="approved")
+    if approved.exists():
+        return approved.latest("id")
     author = bench_user()
     reviewer, _ = get_user_model().objects.get_or_create(username="bench-reviewer")
     reviewer.groups.add(reviewers_group_ensure())
-    plugin = (Plugin.objects.filter(name=PLUGIN).first()
-              or plugin_create(actor=author, name=PLUGIN, description="ping, for bench/ssh.py"))
+    plugin = (Plugin.objects.filter(name=name).first()
+              or plugin_create(actor=author, name=name, description="for bench/ssh.py"))
     version = plugin_version_create(actor=author, plugin_id=plugin.pk, interpreter="sh",
-                                    body=BODY, run_as=list(ACCOUNTS.values()), timeout=60)
+                                    body=BODIES[name], run_as=list(ACCOUNTS.values()),
+                                    timeout=60)
     plugin_version_submit(actor=author, version_id=version.pk)
-    plugin_version_approve(actor=reviewer, version_id=version.pk)
+    return plugin_version_approve(actor=reviewer, version_id=version.pk)
 
 
 def _ssh_hosts_ensure(hosts: LoopbackHosts, size: int, node_path: str, account: str,
@@ -659,23 +662,20 @@ def idle_measure(hosts: LoopbackHosts, size: int, say, seconds: float = 10.0) ->
 
 
 def waves_measure(hosts: LoopbackHosts, size: int, say) -> dict:
-    """`size` jobs of the built-in `sleep` plugin (1 s) on pooled connections, through a worker
-    process's SSH pool sized 50 threads (the former default), then CCS_SSH_CONCURRENCY."""
+    """`size` one-second jobs on pooled connections, through a worker process's SSH pool
+    sized 50 threads (the former default), then CCS_SSH_CONCURRENCY."""
     import asyncio
 
     from django.conf import settings
 
-    from plugins.models import PluginVersion
-    from plugins.services import builtin_plugins_install
     from tasks.hosts.ssh.endpoint import SshEndpoint
     from tasks.hosts.ssh.pool import SshPool
 
-    builtin_plugins_install()
     settings.CCS_SSH_KEY = hosts.client_key.read_text()
-    version = PluginVersion.objects.filter(plugin__name="sleep", status="approved").latest("id")
+    version, account = _plugin_ensure("bench-sleep"), ACCOUNTS["clean"]
     job = {"meta": version.signed_meta(), "signature": version.signature, "body": version.body,
-           "account": "root", "timeout": 30, "params": {"seconds": 1}}
-    endpoints = [SshEndpoint(f"h{h.index}", "127.0.0.1", h.port, "root", h.host_key, "root")
+           "account": account, "timeout": 30, "params": {}}
+    endpoints = [SshEndpoint(f"h{h.index}", "127.0.0.1", h.port, account, h.host_key, account)
                  for h in hosts.hosts[:size]]
     walls = {}
     default = settings.CCS_SSH_CONCURRENCY
