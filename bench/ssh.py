@@ -6,6 +6,7 @@ parallel-ssh, Fabric and `ansible -m raw`, side by side in one run.
     .venv/bin/python bench/ssh.py --install --hosts 100 [--json]
     .venv/bin/python bench/ssh.py --idle --hosts 300 [--json]
     .venv/bin/python bench/ssh.py --waves --hosts 100 [--json]
+    .venv/bin/python bench/ssh.py --one --hosts 20 [--json]
 
 Each host is an sshd of its own on a loopback port, with its own host keys (strict host key
 checking for CCS and Ansible). The job logs in as a bench account whose login shell is clean
@@ -26,6 +27,8 @@ job (every sshd and what it starts, from a cpuacct cgroup), medians too.
 
 `--idle` measures what N pooled, idle connections cost a worker process (CPU per second,
 threads, memory), with paramiko's own idle poll and with CCS's.
+
+`--one` times one job alone, N times in a row, on a new connection and on a pooled one.
 
 `--waves` runs N one-second jobs through a worker's SSH pool sized 50 threads (the former
 default: N = 100 ran in two waves) and sized CCS_SSH_CONCURRENCY.
@@ -87,6 +90,8 @@ def main() -> None:
     parser.add_argument("--install", action="store_true", help="time agent_install instead")
     parser.add_argument("--idle", action="store_true",
                         help="instead: what N pooled, idle connections cost a worker process")
+    parser.add_argument("--one", action="store_true",
+                        help="instead: one job alone, on a new connection and on a pooled one")
     parser.add_argument("--waves", action="store_true",
                         help="instead: N one-second jobs with 50 SSH threads and with "
                              "CCS_SSH_CONCURRENCY threads")
@@ -102,9 +107,9 @@ def main() -> None:
     hosts = LoopbackHosts(max(sizes))
     try:
         hosts.start(say)
-        if args.install or args.idle or args.waves:
-            measure = (install_measure if args.install else
-                       idle_measure if args.idle else waves_measure)
+        if args.install or args.idle or args.waves or args.one:
+            measure = (install_measure if args.install else idle_measure if args.idle else
+                       waves_measure if args.waves else one_measure)
             for size in sizes:
                 emit(measure(hosts, size, say), args.json)
             return
@@ -145,6 +150,10 @@ def emit(result: dict, as_json: bool) -> None:
             print(f"{result['hosts']} idle pooled connections, paramiko polling every {poll} s: "
                   f"{figures:.1f} ms of CPU per second; {result['threads']} threads, "
                   f"{result['rss_kb_per_connection']} kB RSS per connection")
+        return
+    if "one_job_ms" in result:
+        print(f"one job alone ({result['hosts']} times, median): " + ", ".join(
+            f"{kind} {ms:.0f} ms" for kind, ms in result["one_job_ms"].items()))
         return
     if "threads_wall_s" in result:
         for threads, wall in result["threads_wall_s"].items():
@@ -659,6 +668,36 @@ def idle_measure(hosts: LoopbackHosts, size: int, say, seconds: float = 10.0) ->
     session.Transport._active_check_timeout = ours
     return {"tool": "ccs-idle", "hosts": size, "idle_cpu_ms_per_s": cpu, "threads": threads,
             "rss_kb_per_connection": rss, "load": _load()}
+
+
+def one_measure(hosts: LoopbackHosts, size: int, say) -> dict:
+    """One `bench-ping` job alone, `size` times in a row on the first host: on a new
+    connection each time, then on a pooled one (median milliseconds, job_run to result)."""
+    from django.conf import settings
+
+    from tasks.hosts.ssh.connections import SshConnections
+    from tasks.hosts.ssh.endpoint import SshEndpoint
+    from tasks.hosts.ssh.jobs import job_run
+
+    settings.CCS_SSH_KEY = hosts.client_key.read_text()
+    version, account, host = _plugin_ensure(PLUGIN), ACCOUNTS["clean"], hosts.hosts[0]
+    endpoint = SshEndpoint("h0", "127.0.0.1", host.port, account, host.host_key, account)
+    medians = {}
+    for kind, idle in (("new connection", 0), ("pooled connection", 60)):
+        pool = SshConnections(per_host=1, channels=8, idle=idle, keepalive=15, connects=1)
+        times = []
+        for number in range(size + 1):  # the first (a new connection either way) is not kept
+            job = {"id": f"one/{kind}/{number}/{time.time()}", "meta": version.signed_meta(),
+                   "signature": version.signature, "body": version.body, "account": account,
+                   "timeout": 30, "params": {}}
+            started = time.perf_counter()
+            result = job_run(pool, endpoint, job)["result"]
+            times.append((time.perf_counter() - started) * 1000)
+            assert result["stdout"] == "pong\n", result
+        pool.close()
+        medians[kind] = round(statistics.median(times[1:]), 1)
+        say(f"one job alone, {kind}: {medians[kind]} ms (median of {size})")
+    return {"tool": "ccs-one", "hosts": size, "one_job_ms": medians, "load": _load()}
 
 
 def waves_measure(hosts: LoopbackHosts, size: int, say) -> dict:
