@@ -5,12 +5,12 @@ one, a login shell's noise kept out of the job's output, and a timeout that says
 import hashlib
 import subprocess
 import threading
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 
+from ccs.stack import wait_for
 from plugins.signing import sign_meta
 from tasks.hosts.ssh.connections import SshConnections
 from tasks.hosts.ssh.control import host_request
@@ -33,16 +33,13 @@ def _endpoint(sshd: Sshd) -> SshEndpoint:
     return SshEndpoint("noisy", "127.0.0.1", sshd.port, "root", sshd.host_key, "root")
 
 
-def _until(check, what: str, timeout: float = 20.0):
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
-    return value
-
-
 def _job_dirs(job_id: str) -> list[Path]:
     return list(Path("/tmp").glob(f"ccs-{job_key(job_id)}.*"))
+
+
+def _started(job_id: str) -> list[Path]:
+    """The job's directory once its process group is recorded there."""
+    return [d for d in _job_dirs(job_id) if (d / "pgid").exists()]
 
 
 def test_a_job_is_one_exec_and_its_output_is_its_own(noisy_sshd, connections):
@@ -69,7 +66,7 @@ def test_two_jobs_and_the_control_of_a_running_one_share_one_connection(noisy_ss
     replies = []
     running = threading.Thread(target=lambda: replies.append(job_run(connections, endpoint, job)))
     running.start()
-    _until(lambda: any((d / "pgid").exists() for d in _job_dirs(job["id"])), "never started")
+    wait_for(lambda: _started(job["id"]), "the job starting")
     for op, state in (("pause", "paused"), ("resume", "running"), ("stop", "stopping")):
         reply = host_request(connections, endpoint, {"op": op, "job_id": job["id"]}, 10)
         assert reply == {"ok": True, "state": state}
@@ -94,14 +91,14 @@ def test_a_job_whose_connection_dropped_is_left_for_the_sitter(noisy_sshd, conne
 
     running = threading.Thread(target=run)
     running.start()
-    directory = _until(lambda: [d for d in _job_dirs(job["id"]) if (d / "pgid").exists()],
-                       "never started")[0]
+    wait_for(lambda: _started(job["id"]), "the job starting")
+    directory = _started(job["id"])[0]
     connections.close()  # as when its worker dies
     running.join(timeout=30)
     assert isinstance(replies[0], SshJobLost), replies
     pgid = int((directory / "pgid").read_text())
-    _until(lambda: subprocess.run(["kill", "-0", "--", f"-{pgid}"],
-                                  capture_output=True).returncode != 0, "job still runs")
+    wait_for(lambda: subprocess.run(["kill", "-0", "--", f"-{pgid}"],
+                                    capture_output=True).returncode != 0, "the job's end")
     assert directory.exists(), "the directory is the sitter's evidence"
     other = SshConnections(per_host=1, channels=8, idle=60, keepalive=0, connects=1)
     try:
