@@ -1,4 +1,6 @@
 # CCS: `make demo` runs the whole path on the embedded default; `make test` runs the suite.
+# Both first install what they need from the machine (scripts/system.sh: Debian packages,
+# and for the tests PostgreSQL and Redis started if they are down).
 PY := .venv/bin/python
 STAMP := .venv/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ccs
@@ -7,9 +9,15 @@ TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 TEST_DB_NAME ?= test_ccs
 TEST_EVENT_PREFIX ?= ccs-$(TEST_DB_NAME)
 
-.PHONY: demo up test secrets lint bench clean
+.PHONY: demo up test secrets lint bench clean system-demo system-test
 
-$(STAMP): pyproject.toml
+system-demo:
+	@bash scripts/system.sh demo
+
+system-test:
+	@bash scripts/system.sh test $(TEST_DATABASE_URL) $(TEST_BROKER_URL)
+
+$(STAMP): pyproject.toml | system-demo
 	python3 -m venv .venv
 	.venv/bin/pip install -q --upgrade pip
 	.venv/bin/pip install -q -e '.[dev]'
@@ -18,13 +26,13 @@ $(STAMP): pyproject.toml
 secrets: $(STAMP)
 	@$(PY) ccs/keygen.py var
 
-demo: secrets
+demo: system-demo secrets
 	$(PY) manage.py demo
 
-up: secrets
+up: system-demo secrets
 	$(PY) manage.py demo --up
 
-test: secrets
+test: system-test secrets
 	DATABASE_URL=$(TEST_DATABASE_URL) CCS_BROKER_URL=$(TEST_BROKER_URL) \
 		CCS_TEST_DATABASE=$(TEST_DB_NAME) CCS_EVENT_PREFIX=$(TEST_EVENT_PREFIX) \
 		CCS_CALLBACK_ALLOW_PRIVATE=1 CCS_CALLBACK_BACKOFF_BASE=1 CCS_SITTER_GRACE=1 \

@@ -17,9 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from agent.errors import ChannelError
 
@@ -167,16 +165,17 @@ def _proof(key: bytes, role: bytes, host: bytes, nc: bytes, ns: bytes) -> bytes:
     return hmac.new(key, b"ccs/v1/" + role + b"|" + host + nc + ns, hashlib.sha256).digest()
 
 
-def _direction_key(key: bytes, direction: bytes, host: bytes, nc: bytes, ns: bytes) -> bytes:
-    info = b"ccs/v1/" + direction + b"|" + host
-    hkdf = HKDF(algorithm=hashes.SHA256(), length=32, salt=nc + ns, info=info)
-    return hkdf.derive(key)
+def hkdf_sha256(ikm: bytes, salt: bytes, infos: tuple[bytes, ...]) -> list[bytes]:
+    """HKDF-SHA256 (RFC 5869) with a 32-byte output, for each `info`: one extract for all,
+    then one HMAC each (a 32-byte output is the first block of the expand). Equal to
+    cryptography's HKDF, checked in the tests; a third of its cost per connection."""
+    prk = hmac.digest(salt, ikm, "sha256")
+    return [hmac.digest(prk, info + b"\x01", "sha256") for info in infos]
 
 
 def _session(key: bytes, host_id: str, nc: bytes, ns: bytes, *, client: bool) -> Session:
     host = host_id.encode()
-    c2s = _direction_key(key, b"c2s", host, nc, ns)
-    s2c = _direction_key(key, b"s2c", host, nc, ns)
+    c2s, s2c = hkdf_sha256(key, nc + ns, (b"ccs/v1/c2s|" + host, b"ccs/v1/s2c|" + host))
     return Session(host_id, c2s, s2c) if client else Session(host_id, s2c, c2s)
 
 

@@ -9,11 +9,10 @@ awaitable one for everything else.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import resource
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,8 +55,12 @@ def raise_nofile_limit() -> int:
 class Connection(asyncio.Protocol):
     """One channel to one host: the handshake, then requests multiplexed by rid."""
 
-    def __init__(self, endpoint: Endpoint, max_frame: int) -> None:
+    def __init__(
+        self, endpoint: Endpoint, max_frame: int,
+        first: tuple[Callable[[int], bytes], OnReply] | None = None,
+    ) -> None:
         self.endpoint = endpoint
+        self._first = first
         self.closed = False
         self.ready: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
         self.pending: dict[int, OnReply] = {}
@@ -128,6 +131,13 @@ class Connection(asyncio.Protocol):
         self._session.max_size = self._max_frame
         self._frames.max_size = self._max_frame
         self._handshake = None
+        if self._first is not None:
+            # the first request rides with the proof: one write, one round trip less
+            encode, on_reply = self._first
+            self._first = None
+            rid = next(self._rids)
+            proof += self._session.seal_json(encode(rid))
+            self.pending[rid] = on_reply
         self.transport.write(proof)
         if not self.ready.done():
             self.ready.set_result(self)
@@ -161,8 +171,12 @@ class ChannelPool:
         max_connections: int | None = None,
         *,
         max_frame: int = MAX_FRAME,
+        resolve: Callable[[str], Awaitable[str]] | None = None,
     ) -> None:
+        """`resolve` turns an endpoint's address into the one to connect to (a name into an
+        IP, raising ChannelError when it cannot); without it, asyncio resolves names."""
         self.connect_timeout = connect_timeout
+        self.resolve = resolve
         self.max_connections = max_connections or max(
             100, raise_nofile_limit() - RESERVED_DESCRIPTORS
         )
@@ -209,11 +223,29 @@ class ChannelPool:
         """A new connection to the endpoint, pooled; one connect at a time per endpoint."""
         future = self._connecting.get(endpoint)
         if future is None:
-            future = asyncio.ensure_future(self._connect(endpoint))
-            self._connecting[endpoint] = future
-            future.add_done_callback(lambda f: self._connect_done(endpoint, f))
+            future = self._start_connect(endpoint, None)
         # shield: one caller timing out must not abort a connect others are waiting for
         return await asyncio.shield(future)
+
+    async def connect_and_send(
+        self, endpoint: Endpoint, encode: Callable[[int], bytes], on_reply: OnReply
+    ) -> None:
+        """Connect and send one request, written with the handshake's last message when this
+        call makes the connection. Raises ChannelError if the connection could not be made
+        (the request was not sent); once sent, `on_reply` gets the reply or the error."""
+        future = self._connecting.get(endpoint)
+        if future is None:
+            await asyncio.shield(self._start_connect(endpoint, (encode, on_reply)))
+            return
+        (await asyncio.shield(future)).send(encode, on_reply)
+
+    def _start_connect(
+        self, endpoint: Endpoint, first: tuple[Callable[[int], bytes], OnReply] | None
+    ) -> asyncio.Future[Connection]:
+        future = asyncio.ensure_future(self._connect(endpoint, first))
+        self._connecting[endpoint] = future
+        future.add_done_callback(lambda f: self._connect_done(endpoint, f))
+        return future
 
     def _connect_done(self, endpoint: Endpoint, future: asyncio.Future[Connection]) -> None:
         if self._connecting.get(endpoint) is future:
@@ -221,24 +253,34 @@ class ChannelPool:
         if not future.cancelled():
             future.exception()  # retrieved here so an abandoned failure is not logged as lost
 
-    async def _connect(self, endpoint: Endpoint) -> Connection:
+    async def _connect(
+        self, endpoint: Endpoint, first: tuple[Callable[[int], bytes], OnReply] | None = None
+    ) -> Connection:
         old = self._conns.pop(endpoint.host_id, None)
         if old is not None:
             old.close()
         loop = asyncio.get_running_loop()
+        made: list[Connection] = []
+
+        def protocol() -> Connection:
+            made.append(Connection(endpoint, self.max_frame, first))
+            return made[0]
+
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: Connection(endpoint, self.max_frame), endpoint.address, endpoint.port
-                )
-                await conn.ready
-        except TimeoutError:
-            raise ChannelError("timeout", f"connect {endpoint.host_id}") from None
-        except OSError as exc:
-            raise ChannelError("unreachable", f"{endpoint.host_id}: {exc}") from None
-        except BaseException:
-            with contextlib.suppress(UnboundLocalError):
-                conn.close()
+                address = endpoint.address
+                if self.resolve is not None:
+                    address = await self.resolve(address)
+                await loop.create_connection(protocol, address, endpoint.port)
+                conn = await made[0].ready
+        except BaseException as exc:
+            for conn in made:
+                conn.close_with(ChannelError("closed"))
+            # the detail names what happened, not where: outcomes are grouped by reason
+            if isinstance(exc, TimeoutError):
+                raise ChannelError("timeout", "connect") from None
+            if isinstance(exc, OSError):
+                raise ChannelError("unreachable", exc.strerror or type(exc).__name__) from None
             raise
         conn._on_close = self._forget
         self.stats["connects"] += 1

@@ -65,7 +65,7 @@ class Account:
     switch: bool
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one per job, and frozen ones are slow to make
 class Plan:
     """A job that passed every check and is ready to execute."""
 

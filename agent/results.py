@@ -11,7 +11,7 @@ STOPPED_BEFORE_START = "stopped before start"
 LOST = "the agent stopped while the job was running; output up to then"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: one per job, and frozen ones are slow to make
 class Stream:
     """What was kept of one output stream: the first bytes, their total, and a truncated flag."""
 

@@ -40,6 +40,8 @@ from common import bench_stack, bench_user, django_on_bench_database
 
 FINAL_MARKS = [f'"to":"{s}"'.encode() for s in ("success", "failed", "timeout", "stopped",
                                                    "lost")]
+# Roles that stand for the world outside the control plane (hosts, DNS) or measure it.
+SIMULATED = ("fleets", "dns", "bench")
 PG_BACKGROUND = re.compile(
     r"postgres: \S+: (checkpointer|background writer|walwriter|autovacuum|logical replication)")
 
@@ -51,6 +53,9 @@ def main() -> None:
     parser.add_argument("--exec", dest="exec_mode", choices=["dry", "process"], default="dry")
     parser.add_argument("--runs", type=int, default=4, help="the first run is cold")
     parser.add_argument("--json", action="store_true", help="one JSON object per size")
+    parser.add_argument("--dns", action="store_true",
+                        help="then run the same hosts again under DNS names (a dnsmasq on "
+                             "loopback answers for them) and print named / addressed")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="py-spy each role's processes during the last warm run; raw "
                              "profiles go to DIR and a summary of each is printed")
@@ -62,7 +67,8 @@ def main() -> None:
     django_on_bench_database()
     results = []
     for hosts in sizes:
-        result = measure(hosts, args.exec_mode, args.runs, quiet=args.json, profile=args.profile)
+        result = measure(hosts, args.exec_mode, args.runs, quiet=args.json, profile=args.profile,
+                         dns=args.dns)
         results.append(result)
         if args.json:
             print(json.dumps(result), flush=True)
@@ -85,7 +91,8 @@ def _raise_nofile() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def measure(hosts: int, exec_mode: str, runs: int, quiet: bool, profile: Path | None) -> dict:
+def measure(hosts: int, exec_mode: str, runs: int, quiet: bool, profile: Path | None,
+            dns: bool = False) -> dict:
     """Every figure of one size."""
     from django.conf import settings
     from rest_framework.authtoken.models import Token
@@ -95,9 +102,11 @@ def measure(hosts: int, exec_mode: str, runs: int, quiet: bool, profile: Path | 
     token = Token.objects.get_or_create(user=bench_user())[0].key
     web_port = free_port()
     say = (lambda *a: None) if quiet else print
-    with bench_stack(hosts, exec_mode, extra=("web",), CCS_WEB_PORT=str(web_port)) as (
-        stack, datacenters
-    ):
+    names = dns_names(hosts) if dns else None
+    env = {"CCS_WEB_PORT": str(web_port)}
+    if names is not None:
+        env["CCS_DNS_SERVERS"] = names.server
+    with bench_stack(hosts, exec_mode, extra=("web",), **env) as (stack, datacenters):
         wait_for(lambda: port_open(web_port), "web", timeout=60)
         say(f"{hosts} hosts in {len(datacenters)} datacenters, exec={exec_mode}, "
             f"shard size {settings.CCS_SHARD_SIZE}")
@@ -115,14 +124,103 @@ def measure(hosts: int, exec_mode: str, runs: int, quiet: bool, profile: Path | 
                 spies.stop_and_summarise(say)
         floor_new, floor_pooled = channel_floor(measured[-1]["task"], datacenters)
         say(f"  channel floor: new channels {floor_new:.2f} s, pooled {floor_pooled:.2f} s")
+        named = _named_runs(api, hosts, roles, settings.CELERY_BROKER_URL, runs, names, say)
         rss = max(_rss_mb(pid) for pid in roles.pids("dc-workers"))
-    return _result(hosts, len(datacenters), measured, floor_new, floor_pooled, rss)
+    result = _result(hosts, len(datacenters), measured, floor_new, floor_pooled, rss)
+    if named:
+        result["dns"] = {
+            "cold_s": round(named[0]["seconds"], 3),
+            "warm_s": round(_median(named[1:])["seconds"], 3),
+            "cold_vs_addresses": round(named[0]["seconds"] / result["cold_s"], 2),
+            "warm_vs_addresses": round(_median(named[1:])["seconds"] / result["warm_s"], 2),
+            "outcome": _median(named[1:])["outcome"],
+        }
+    return result
+
+
+def _named_runs(api: httpx.Client, hosts: int, roles: "Roles", broker: str, runs: int,
+                names, say) -> list[dict]:
+    """The same hosts, now addressed by DNS names: a first run over new channels (the names
+    are resolved), then warm ones."""
+    if names is None:
+        return []
+    from django.db.models import F, Value
+    from django.db.models.functions import Concat
+
+    from permissions.models import Host
+
+    hosts_of_size = Host.objects.filter(hostname__startswith=f"bench{hosts}-")
+    names.serve(list(hosts_of_size.values_list("hostname", flat=True)))
+    hosts_of_size.update(address=Concat(F("hostname"), Value(".bench.test")))
+    measured = []
+    try:
+        for run in range(runs):
+            _vacuum()
+            measured.append(one_task(api, hosts, roles, broker))
+            say(f"  {'cold' if run == 0 else 'warm'}, named hosts: {_run_line(measured[-1])}")
+    finally:
+        hosts_of_size.update(address="127.0.0.1")
+        names.stop()
+    return measured
+
+
+def _median(runs: list[dict]) -> dict:
+    return sorted(runs, key=lambda r: r["seconds"])[(len(runs) - 1) // 2]
+
+
+class dns_names:
+    """dnsmasq on a loopback port, answering `<hostname>.bench.test` with 127.0.0.1."""
+
+    def __init__(self, hosts: int) -> None:
+        from django.conf import settings
+
+        from ccs.stack import free_port
+
+        self.port = free_port()
+        self.server = f"127.0.0.1:{self.port}"
+        self.hosts = settings.VAR_DIR / f"bench-dns-{hosts}.hosts"
+        self.hosts.write_text("")
+        self.proc: subprocess.Popen | None = None
+
+    def serve(self, hostnames: list[str]) -> None:
+        from ccs.stack import wait_for
+
+        self.hosts.write_text("".join(f"127.0.0.1 {name}.bench.test\n" for name in hostnames))
+        self.proc = subprocess.Popen([
+            shutil.which("dnsmasq") or "/usr/sbin/dnsmasq", "--keep-in-foreground",
+            f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces",
+            "--no-resolv", "--no-hosts", f"--addn-hosts={self.hosts}", "--local-ttl=300",
+            "--local=/bench.test/", "--user=root", "--pid-file=", "--cache-size=0",
+        ], stderr=subprocess.DEVNULL)
+        wait_for(lambda: _answers(self.port, f"{hostnames[0]}.bench.test"), "dnsmasq",
+                 proc=self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+def _answers(port: int, name: str) -> bool:
+    import asyncio
+
+    import aiodns
+
+    async def ask() -> bool:
+        try:
+            await aiodns.DNSResolver(nameservers=[f"127.0.0.1:{port}"], timeout=1,
+                                     tries=1).query_dns(name, "A")
+        except aiodns.error.DNSError:
+            return False
+        return True
+
+    return asyncio.run(ask())
 
 
 def _result(hosts: int, dcs: int, measured: list[dict], floor_new: float,
             floor_pooled: float, rss: float) -> dict:
     warm = measured[1:]
-    median = sorted(warm, key=lambda r: r["seconds"])[(len(warm) - 1) // 2]
+    median = _median(warm)
     return {
         "hosts": hosts,
         "datacenters": dcs,
@@ -368,7 +466,9 @@ class Roles:
             f" {self.database} " in command or PG_BACKGROUND.match(command)
         ):
             return "postgres"
-        return "redis" if command.startswith("redis-server") else None
+        if command.startswith("redis-server"):
+            return "redis"
+        return "dns" if command.split(" ", 1)[0].endswith("dnsmasq") else None
 
 
 def _role(process: str) -> str:
@@ -470,9 +570,15 @@ def print_table(results: list[dict]) -> None:
     print(f"{'hosts':>7} " + " ".join(f"{role:>11}" for role in roles) + "  control plane")
     for r in results:
         cpu = r["cpu_us_per_host"]
-        plane = sum(v for k, v in cpu.items() if k not in ("fleets", "bench"))
+        plane = sum(v for k, v in cpu.items() if k not in SIMULATED)
         print(f"{r['hosts']:>7} " + " ".join(f"{cpu.get(role, 0):>11}" for role in roles)
               + f"  {plane:>13}")
+    for r in results:
+        if "dns" in r:
+            dns = r["dns"]
+            print(f"{r['hosts']} hosts by DNS name: cold {dns['cold_s']:.2f} s "
+                  f"({dns['cold_vs_addresses']:.2f}x addresses), warm {dns['warm_s']:.2f} s "
+                  f"({dns['warm_vs_addresses']:.2f}x addresses), outcome {dns['outcome']}")
     base = results[0]
     for r in results[1:]:
         ratio = (r["warm_s"] / r["hosts"]) / (base["warm_s"] / base["hosts"])

@@ -14,6 +14,7 @@ from .env import (
     env_str,
     secret_file,
 )
+from .openapi import ENUM_NAMES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("CCS_VAR_DIR", str(BASE_DIR / "var")))
@@ -128,7 +129,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "ccs.api.Page",
+    "DEFAULT_PARSER_CLASSES": [
+        "ccs.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "PAGE_SIZE": 100,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "ccs.api.exception_handler",
@@ -142,6 +148,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": ENUM_NAMES,
+    "PARSER_WHITELIST": ["ccs.parsers.JSONParser"],  # forms work too; JSON is documented
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums", "ccs.openapi.error_responses",
+    ],
 }
 
 # Celery: the routing table lives in ccs.routing.
@@ -171,6 +182,10 @@ CCS_SIGNING_PREVIOUS_KEYS = env_public_keys("CCS_SIGNING_PREVIOUS_KEYS")
 CCS_SHARD_SIZE = env_int("CCS_SHARD_SIZE", 1000, minimum=1)
 CCS_FANOUT_CONCURRENCY = env_int("CCS_FANOUT_CONCURRENCY", 500, minimum=1)
 CCS_CONNECT_TIMEOUT = env_int("CCS_CONNECT_TIMEOUT", 5, minimum=1)
+# Host names are resolved in the fan-out's loop (c-ares): these name servers ("ip" or
+# "ip:port"; empty: the system's), and at most this long per name.
+CCS_DNS_SERVERS = env_list("CCS_DNS_SERVERS", [])
+CCS_DNS_TIMEOUT = env_int("CCS_DNS_TIMEOUT", 2, minimum=1)
 CCS_OUTPUT_CAP = env_int("CCS_OUTPUT_CAP", 65536, minimum=1024)
 CCS_RESULT_FLUSH_ROWS = env_int("CCS_RESULT_FLUSH_ROWS", 500, minimum=1)
 CCS_RESULT_FLUSH_MS = env_int("CCS_RESULT_FLUSH_MS", 200, minimum=1)

@@ -1,7 +1,8 @@
-"""URL map: the admin, the v1 API, its schema and docs."""
+"""URL map: the admin, the v1 API, its schema and docs. API paths work with or without
+their trailing slash; the schema lists them with it."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
@@ -10,7 +11,8 @@ from permissions.apis import DatacenterViewSet, HostViewSet, NodeViewSet
 from plugins.apis import PluginVersionViewSet, PluginViewSet
 from tasks.apis import SubTaskViewSet, TaskViewSet
 
-router = DefaultRouter(trailing_slash=True)
+router = DefaultRouter()
+router.trailing_slash = "/?"  # a regex: POST tasks and POST tasks/ are the same request
 router.register("tasks", TaskViewSet, basename="task")
 router.register("subtasks", SubTaskViewSet, basename="subtask")
 router.register("plugins", PluginViewSet, basename="plugin")
@@ -20,7 +22,7 @@ router.register("nodes", NodeViewSet, basename="node")
 router.register("hosts", HostViewSet, basename="host")
 
 api_v1 = [
-    path("auth/token", TokenLogin.as_view(), name="auth-token"),
+    re_path(r"^auth/token/?$", TokenLogin.as_view(), name="auth-token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("", include(router.urls)),
@@ -30,3 +32,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
 ]
+
+handler404 = "ccs.api.not_found"
+handler500 = "ccs.api.server_error"

@@ -3,13 +3,14 @@
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db.models import QuerySet
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ccs.errors import InvalidInput, NotFound
+from ccs.api import ID, QueryIn, page_of, query_valid
+from ccs.errors import InvalidInput
 from ccs.permissions import IsSuperuserOrReadOnly
 
 from . import selectors, services
@@ -20,21 +21,34 @@ from .serializers import (
     DatacenterOut,
     GrantIn,
     GrantOut,
+    GrantQueryIn,
+    HostFilterIn,
     HostOut,
     NodeCreateIn,
+    NodeFilterIn,
     NodeOut,
     NodeUpdateIn,
 )
 
 
-class DatacenterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+@extend_schema_view(
+    list=extend_schema(summary="List the datacenters", parameters=[QueryIn]),
+    retrieve=extend_schema(summary="Show a datacenter"),
+)
+class DatacenterViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Datacenters: readable by every user, created by superusers."""
 
     queryset = Datacenter.objects.order_by("name")
     serializer_class = DatacenterOut
     permission_classes = [IsSuperuserOrReadOnly]
+    lookup_value_regex = ID
 
-    @extend_schema(request=DatacenterIn, responses={201: DatacenterOut})
+    def list(self, request: Request) -> Response:
+        query_valid(request, QueryIn)
+        return page_of(self, self.get_queryset(), DatacenterOut)
+
+    @extend_schema(summary="Add a datacenter (superusers)", request=DatacenterIn,
+                   responses={201: DatacenterOut})
     def create(self, request: Request) -> Response:
         data = DatacenterIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -42,65 +56,62 @@ class DatacenterViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
         return Response(DatacenterOut(datacenter).data, status=status.HTTP_201_CREATED)
 
 
-def _filter_hosts(hosts: QuerySet[Host], params) -> QuerySet[Host]:
-    if datacenter := params.get("datacenter"):
+def _filter_hosts(hosts: QuerySet[Host], request: Request) -> QuerySet[Host]:
+    query = query_valid(request, HostFilterIn)
+    if datacenter := query.get("datacenter"):
         hosts = hosts.filter(datacenter__name=datacenter)
-    if node := params.get("node"):
-        hosts = hosts.filter(nodes__path=node)
-    if status_ := params.get("status"):
+    if node := query.get("node"):
+        hosts = hosts.filter(selectors.on_nodes(Node.objects.filter(selectors.subtree_q([node]))))
+    if status_ := query.get("status"):
         hosts = hosts.filter(status=status_)
-    if channel := params.get("channel"):
+    if channel := query.get("channel"):
         hosts = hosts.filter(channel=channel)
     return hosts.select_related("datacenter").prefetch_related("nodes").order_by("hostname")
-
-
-HOST_FILTERS = [OpenApiParameter(name, str) for name in ("datacenter", "node", "status", "channel")]
 
 
 class NodeViewSet(viewsets.GenericViewSet):
     """Nodes of the service tree the caller can see."""
 
     serializer_class = NodeOut
+    lookup_value_regex = ID
 
     def get_queryset(self) -> QuerySet[Node]:
         return selectors.nodes_with_perm(self.request.user, VIEW).order_by("path")
 
-    def _node(self, pk: str | int | None, field: str = "node") -> Node | None:
-        if pk is None:
-            return None
-        try:
-            return selectors.node_visible(self.request.user, int(pk))
-        except (TypeError, ValueError):
-            raise InvalidInput.field(field, f"not a node id: {pk!r}") from None
+    def _node(self, pk: str | int | None) -> Node | None:
+        """The node if the caller may see it (also a parent named in a body); else 404."""
+        return None if pk is None else selectors.node_visible(self.request.user, int(pk))
 
-    @extend_schema(parameters=[OpenApiParameter("path", str)])
+    @extend_schema(summary="List the tree nodes you can see, by path", parameters=[NodeFilterIn])
     def list(self, request: Request) -> Response:
         nodes = self.get_queryset()
-        if path := request.query_params.get("path"):
+        if path := query_valid(request, NodeFilterIn).get("path"):
             nodes = nodes.filter(path=path)
-        page = self.paginate_queryset(nodes)
-        return self.get_paginated_response(NodeOut(page, many=True).data)
+        return page_of(self, nodes, NodeOut)
 
+    @extend_schema(summary="Show a tree node")
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response(NodeOut(self._node(pk)).data)
 
-    @extend_schema(request=NodeCreateIn, responses={201: NodeOut})
+    @extend_schema(summary="Add a tree node under a parent you administer (a root: superusers)",
+                   request=NodeCreateIn, responses={201: NodeOut})
     def create(self, request: Request) -> Response:
         data = NodeCreateIn(data=request.data)
         data.is_valid(raise_exception=True)
-        parent = self._node(data.validated_data["parent"], "parent")
+        parent = self._node(data.validated_data["parent"])
         node = services.node_create(
             actor=request.user, parent=parent, name=data.validated_data["name"]
         )
         return Response(NodeOut(node).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(request=NodeUpdateIn, responses=NodeOut)
+    @extend_schema(summary="Rename a tree node or move it under another parent",
+                   request=NodeUpdateIn, responses=NodeOut)
     def partial_update(self, request: Request, pk: str) -> Response:
         node = self._node(pk)
         data = NodeUpdateIn(data=request.data)
         data.is_valid(raise_exception=True)
         if "parent" in data.validated_data:
-            parent = self._node(data.validated_data["parent"], "parent")
+            parent = self._node(data.validated_data["parent"])
             node = services.node_move(actor=request.user, node=node, parent=parent)
         if "name" in data.validated_data:
             node = services.node_rename(
@@ -108,25 +119,39 @@ class NodeViewSet(viewsets.GenericViewSet):
             )
         return Response(NodeOut(node).data)
 
+    @extend_schema(summary="Delete an empty tree node (no children, no hosts)")
     def destroy(self, request: Request, pk: str) -> Response:
         services.node_delete(actor=request.user, node=self._node(pk))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(responses=HostOut(many=True), parameters=HOST_FILTERS)
+    @extend_schema(summary="List the hosts at or below a tree node", parameters=[HostFilterIn],
+                   responses=HostOut(many=True))
     @action(detail=True, methods=["get"])
     def hosts(self, request: Request, pk: str) -> Response:
         node = self._node(pk)
         below = selectors.hosts_for_target(node_paths=[node.path], hostnames=[])
-        page = self.paginate_queryset(_filter_hosts(below, request.query_params))
-        return self.get_paginated_response(HostOut(page, many=True).data)
+        return page_of(self, _filter_hosts(below, request), HostOut)
 
-    @extend_schema(request=GrantIn, responses=GrantOut(many=True))
-    @action(detail=True, methods=["get", "post", "delete"])
+    @extend_schema(methods=["GET"], summary="List the rights granted on exactly this node",
+                   request=None, responses=GrantOut(many=True))
+    @extend_schema(methods=["POST"], summary="Grant a right on this node to a user or group",
+                   request=GrantIn, responses={200: GrantOut(many=True),
+                                               201: GrantOut(many=True)},
+                   description="201 if it was granted now, 200 if it was held already; "
+                   "answers the node's grants.")
+    @extend_schema(methods=["DELETE"], summary="Revoke a right on this node from a user or group",
+                   request=None, parameters=[GrantQueryIn], responses={200: GrantOut(many=True)},
+                   description="The grant as query parameters (or, for older clients, as a "
+                   "JSON body); answers the node's grants.")
+    @action(detail=True, methods=["get", "post", "delete"], pagination_class=None)
     def grants(self, request: Request, pk: str) -> Response:
         node = self._node(pk)
         if request.method == "GET":
             return Response(GrantOut(selectors.node_grants(node), many=True).data)
-        data = GrantIn(data=request.data or request.query_params.dict())
+        if request.method == "POST" or request.data:
+            data = GrantIn(data=request.data)
+        else:
+            data = GrantQueryIn(data=request.query_params.dict())
         data.is_valid(raise_exception=True)
         principal = _principal(data.validated_data)
         change = services.right_grant if request.method == "POST" else services.right_revoke
@@ -154,21 +179,19 @@ def _principal(data: dict):
     return group
 
 
-class HostViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+class HostViewSet(viewsets.GenericViewSet):
     """Hosts the caller can see."""
 
     serializer_class = HostOut
+    lookup_value_regex = ID
 
     def get_queryset(self) -> QuerySet[Host]:
-        visible = selectors.hosts_with_perm(self.request.user, VIEW)
-        return _filter_hosts(visible, self.request.query_params)
+        return selectors.hosts_with_perm(self.request.user, VIEW)
 
-    @extend_schema(parameters=HOST_FILTERS)
+    @extend_schema(summary="List the hosts you can see, by name", parameters=[HostFilterIn])
     def list(self, request: Request) -> Response:
-        return super().list(request)
+        return page_of(self, _filter_hosts(self.get_queryset(), request), HostOut)
 
+    @extend_schema(summary="Show a host")
     def retrieve(self, request: Request, pk: str) -> Response:
-        host = self.get_queryset().filter(pk=pk).first() if pk.isdigit() else None
-        if host is None:
-            raise NotFound(f"no host {pk}")
-        return Response(HostOut(host).data)
+        return Response(HostOut(self.get_object()).data)

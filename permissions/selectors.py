@@ -12,7 +12,7 @@ from guardian.shortcuts import get_objects_for_user
 from ccs.errors import Forbidden, InvalidInput, NotFound
 
 from .models import Host, Node
-from .rights import GRANTS_IMPLYING, OPERATE, VIEW, qualified
+from .rights import GRANTS_IMPLYING, OPERATE, PERMISSIONS, VIEW, qualified
 
 __all__ = ["OPERATE", "VIEW"]
 
@@ -71,7 +71,8 @@ def node_visible(user: AbstractBaseUser, pk: int | str) -> Node:
     return node
 
 
-def _on_nodes(nodes: QuerySet[Node]) -> Exists:
+def on_nodes(nodes: QuerySet[Node]) -> Exists:
+    """Hosts on any of these nodes (a filter expression)."""
     return Exists(Host.nodes.through.objects.filter(host_id=OuterRef("pk"), node__in=nodes))
 
 
@@ -79,14 +80,14 @@ def hosts_with_perm(user: AbstractBaseUser, codename: str) -> QuerySet[Host]:
     """Hosts under at least one node the user holds the right on."""
     if user.is_superuser:
         return Host.objects.all()
-    return Host.objects.filter(_on_nodes(nodes_with_perm(user, codename)))
+    return Host.objects.filter(on_nodes(nodes_with_perm(user, codename)))
 
 
 def hosts_lacking(user: AbstractBaseUser, hosts: QuerySet[Host], codename: str) -> QuerySet[Host]:
     """Those of `hosts` the user does not hold the right on."""
     if user.is_superuser:
         return hosts.none()
-    return hosts.exclude(_on_nodes(nodes_with_perm(user, codename))).order_by("hostname")
+    return hosts.exclude(on_nodes(nodes_with_perm(user, codename))).order_by("hostname")
 
 
 def hosts_for_target(*, node_paths: list[str], hostnames: list[str]) -> QuerySet[Host]:
@@ -139,7 +140,7 @@ def target_hosts(
 def _target(paths: list[str], names: list[str]) -> QuerySet[Host]:
     query = Q(hostname__in=names)
     if paths:
-        query |= _on_nodes(Node.objects.filter(subtree_q(paths)))
+        query |= on_nodes(Node.objects.filter(subtree_q(paths)))
     return Host.objects.filter(query)
 
 
@@ -170,3 +171,24 @@ def node_grants(node: Node) -> list[dict]:
         ).select_related("group", "permission")
     ]
     return sorted(found, key=lambda g: (g.get("user", ""), g.get("group", ""), g["permission"]))
+
+
+def rights_at(node: Node) -> list[dict]:
+    """Every tree right held at this node and where it was granted (here or on an ancestor):
+    `{"kind": "user"|"group", "id", "name", "right", "on": path}`, in two queries."""
+    from guardian.models import GroupObjectPermission, UserObjectPermission
+
+    parts = node.path.split("/")
+    above = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    paths = {str(pk): path for pk, path in Node.objects.filter(path__in=above)
+             .values_list("pk", "path")}
+    found = []
+    for model, kind, name in ((UserObjectPermission, "user", "user__username"),
+                              (GroupObjectPermission, "group", "group__name")):
+        rows = model.objects.filter(
+            content_type__app_label="permissions", content_type__model="node",
+            object_pk__in=list(paths), permission__codename__in=PERMISSIONS,
+        ).values_list("object_pk", "permission__codename", f"{kind}_id", name)
+        found += [{"kind": kind, "id": who, "name": who_name, "right": right, "on": paths[pk]}
+                  for pk, right, who, who_name in rows]
+    return found

@@ -2,6 +2,7 @@
 the audit, read-only. Nothing here writes a model directly."""
 
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -48,11 +49,24 @@ class PluginForm(ServiceFormMixin, forms.ModelForm):
         fields = ["name", "description"]
 
 
+class AccountsField(forms.CharField):
+    """Account names typed as a list ("root, nobody"), kept as a JSON list."""
+
+    def prepare_value(self, value: Any) -> Any:
+        return ", ".join(value) if isinstance(value, list) else value
+
+    def to_python(self, value: Any) -> list[str]:
+        text = super().to_python(value)
+        return [name for name in re.split(r"[\s,]+", text) if name]
+
+
 class VersionForm(ServiceFormMixin, forms.ModelForm):
     """A draft's content: what its author writes."""
 
     # Whitespace is part of the signed body: keep it, but undo the browser's CRLF line ends.
     body = forms.CharField(strip=False, widget=forms.Textarea(attrs={"cols": 100, "rows": 24}))
+    run_as = AccountsField(label="Run as", help_text="the accounts a task may run it as, "
+                           "separated by commas or spaces: root, nobody")
     field_checks = {
         "interpreter": checks.interpreter_check, "body": checks.body_check,
         "params_schema": checks.params_schema_check, "run_as": checks.run_as_check,
@@ -215,6 +229,8 @@ def _decide(request: HttpRequest, version: PluginVersion) -> bool:
     try:
         if decision is None:
             raise InvalidInput.field("decision", "must be submit, approve, reject or retire")
+        if request.POST["decision"] == "retire" and not request.POST.get("comment", "").strip():
+            raise InvalidInput.field("comment", "say why it is retired (the comment)")
         saved = decision(request.user, version, request.POST)
     except ServiceError as exc:
         messages.error(request, exc.detail)

@@ -1,25 +1,28 @@
 """The plugins API: plugins, their versions, review actions and audit."""
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.serializers import Serializer
 
+from ccs.api import ID, QueryIn, page_of, query_valid
+
 from . import selectors, services
-from .models import PluginVersion
 from .serializers import (
     ApproveIn,
     AuditOut,
     EmptyIn,
     PluginCreateIn,
+    PluginFilterIn,
     PluginOut,
     RejectIn,
     RetireIn,
     VersionCreateIn,
     VersionFilterIn,
     VersionOut,
+    VersionStatusIn,
     VersionSummaryOut,
     VersionUpdateIn,
 )
@@ -35,31 +38,38 @@ class PluginViewSet(viewsets.GenericViewSet):
     """Plugins: every signed-in user may read them and create their own."""
 
     serializer_class = PluginOut
-    lookup_value_regex = r"\d+"
+    lookup_value_regex = ID
 
     def get_queryset(self):
         return selectors.plugins_all()
 
+    @extend_schema(summary="List the plugins, by name", parameters=[PluginFilterIn])
     def list(self, request: Request) -> Response:
-        page = self.paginate_queryset(self.get_queryset())
-        return self.get_paginated_response(PluginOut(page, many=True).data)
+        plugins = selectors.plugins_all(**query_valid(request, PluginFilterIn))
+        return page_of(self, plugins, PluginOut)
 
-    @extend_schema(request=PluginCreateIn, responses={201: PluginOut})
+    @extend_schema(summary="Create a plugin; you become its owner", request=PluginCreateIn,
+                   responses={201: PluginOut})
     def create(self, request: Request) -> Response:
         plugin = services.plugin_create(actor=request.user, **_valid(PluginCreateIn, request))
         return Response(PluginOut(plugin).data, status=201)
 
+    @extend_schema(summary="Show a plugin")
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response(PluginOut(selectors.plugin_get(plugin_id=int(pk))).data)
 
-    @extend_schema(methods=["GET"], responses=VersionSummaryOut(many=True))
-    @extend_schema(methods=["POST"], request=VersionCreateIn, responses={201: VersionOut})
+    @extend_schema(methods=["GET"], summary="List a plugin's versions, newest first",
+                   parameters=[VersionStatusIn], responses=VersionSummaryOut(many=True))
+    @extend_schema(methods=["POST"], summary="Add a draft version to your plugin",
+                   request=VersionCreateIn, responses={201: VersionOut})
     @action(detail=True, methods=["get", "post"])
     def versions(self, request: Request, pk: str) -> Response:
         plugin = selectors.plugin_get(plugin_id=int(pk))
         if request.method == "GET":
-            page = self.paginate_queryset(selectors.versions_all(plugin_id=plugin.pk))
-            return self.get_paginated_response(VersionSummaryOut(page, many=True).data)
+            versions = selectors.versions_all(
+                plugin_id=plugin.pk, **query_valid(request, VersionStatusIn)
+            )
+            return page_of(self, versions, VersionSummaryOut)
         version = services.plugin_version_create(
             actor=request.user, plugin_id=plugin.pk, **_valid(VersionCreateIn, request)
         )
@@ -70,40 +80,40 @@ class PluginVersionViewSet(viewsets.GenericViewSet):
     """Plugin versions: read, edit drafts, and move them through review."""
 
     serializer_class = VersionOut
-    lookup_value_regex = r"\d+"
+    lookup_value_regex = ID
 
     def get_queryset(self):
         return selectors.versions_all()
 
-    @extend_schema(
-        responses=VersionSummaryOut(many=True),
-        parameters=[OpenApiParameter("status", enum=PluginVersion.Status.values),
-                    OpenApiParameter("plugin", int, description="plugin id")],
-    )
+    @extend_schema(summary="List plugin versions (the review queue: status=pending)",
+                   parameters=[VersionFilterIn], responses=VersionSummaryOut(many=True))
     def list(self, request: Request) -> Response:
-        query = VersionFilterIn(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        page = self.paginate_queryset(selectors.versions_all(**query.validated_data))
-        return self.get_paginated_response(VersionSummaryOut(page, many=True).data)
+        versions = selectors.versions_all(**query_valid(request, VersionFilterIn))
+        return page_of(self, versions, VersionSummaryOut)
 
+    @extend_schema(summary="Show a plugin version with its body, schema and signature")
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response(VersionOut(selectors.version_get(version_id=int(pk))).data)
 
-    @extend_schema(request=VersionUpdateIn, responses=VersionOut)
+    @extend_schema(summary="Edit a draft version (its author or the plugin's owner)",
+                   request=VersionUpdateIn, responses=VersionOut)
     def partial_update(self, request: Request, pk: str) -> Response:
         version = services.plugin_version_update(
             actor=request.user, version_id=int(pk), **_valid(VersionUpdateIn, request)
         )
         return Response(VersionOut(version).data)
 
-    @extend_schema(request=EmptyIn, responses=VersionOut)
+    @extend_schema(summary="Submit a draft for review", request=EmptyIn, responses=VersionOut)
     @action(detail=True, methods=["post"])
     def submit(self, request: Request, pk: str) -> Response:
         _valid(EmptyIn, request)
         version = services.plugin_version_submit(actor=request.user, version_id=int(pk))
         return Response(VersionOut(version).data)
 
-    @extend_schema(request=ApproveIn, responses=VersionOut)
+    @extend_schema(
+        summary="Approve and sign a pending version (a reviewer who did not write it)",
+        request=ApproveIn, responses=VersionOut,
+    )
     @action(detail=True, methods=["post"])
     def approve(self, request: Request, pk: str) -> Response:
         version = services.plugin_version_approve(
@@ -111,7 +121,8 @@ class PluginVersionViewSet(viewsets.GenericViewSet):
         )
         return Response(VersionOut(version).data)
 
-    @extend_schema(request=RejectIn, responses=VersionOut)
+    @extend_schema(summary="Reject a pending version, saying why", request=RejectIn,
+                   responses=VersionOut)
     @action(detail=True, methods=["post"])
     def reject(self, request: Request, pk: str) -> Response:
         version = services.plugin_version_reject(
@@ -119,7 +130,8 @@ class PluginVersionViewSet(viewsets.GenericViewSet):
         )
         return Response(VersionOut(version).data)
 
-    @extend_schema(request=RetireIn, responses=VersionOut)
+    @extend_schema(summary="Retire an approved version: no new tasks may use it",
+                   request=RetireIn, responses=VersionOut)
     @action(detail=True, methods=["post"])
     def retire(self, request: Request, pk: str) -> Response:
         version = services.plugin_version_retire(
@@ -127,9 +139,10 @@ class PluginVersionViewSet(viewsets.GenericViewSet):
         )
         return Response(VersionOut(version).data)
 
-    @extend_schema(responses=AuditOut(many=True))
+    @extend_schema(summary="List a version's audit rows, newest first", parameters=[QueryIn],
+                   responses=AuditOut(many=True))
     @action(detail=True, methods=["get"])
     def audit(self, request: Request, pk: str) -> Response:
         version = selectors.version_get(version_id=int(pk))
-        page = self.paginate_queryset(selectors.version_audit(version))
-        return self.get_paginated_response(AuditOut(page, many=True).data)
+        query_valid(request, QueryIn)
+        return page_of(self, selectors.version_audit(version), AuditOut)

@@ -24,8 +24,14 @@ NOT_RUNNABLE = {
 }
 
 
-def plugins_all() -> QuerySet[Plugin]:
-    return Plugin.objects.select_related("owner").order_by("name")
+def plugins_all(*, name: str | None = None, owner: str | None = None) -> QuerySet[Plugin]:
+    """Plugins by name; optionally only the one of this name, or those of this owner."""
+    plugins = Plugin.objects.select_related("owner").order_by("name")
+    if name:
+        plugins = plugins.filter(name=name)
+    if owner:
+        plugins = plugins.filter(owner__username=owner)
+    return plugins
 
 
 def plugin_get(*, plugin_id: int) -> Plugin:

@@ -1,29 +1,48 @@
 """Input and output shapes of the plugins API."""
 
+from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import serializers
 
-from ccs.api import StrictSerializerMixin
+from ccs.api import BIGINT_MAX, QueryIn, StrictSerializerMixin, pattern_field
 
+from .checks import ACCOUNT, MAX_ACCOUNTS, MAX_TIMEOUT, NAME
 from .models import Plugin, PluginAudit, PluginVersion
 
+PLUGIN_NAME = "a plugin name (lowercase letters, digits, '-', '_'; at most 100)"
+ACCOUNT_NAME = "an account name (lowercase letters, digits, '_', '-'; at most 32)"
 
+
+@extend_schema_serializer(examples=[OpenApiExample(
+    "a plugin", request_only=True,
+    value={"name": "disk-usage", "description": "df of every mounted file system"})])
 class PluginCreateIn(StrictSerializerMixin, serializers.Serializer):
     """A new plugin; the caller becomes its owner."""
 
-    name = serializers.CharField(max_length=100)
+    name = pattern_field(NAME, PLUGIN_NAME, help_text="lowercase letters, digits, '-', '_'")
     description = serializers.CharField(max_length=2000, allow_blank=True, default="")
 
 
+@extend_schema_serializer(examples=[OpenApiExample(
+    "a draft", request_only=True, value={
+        "interpreter": "bash", "body": "#!/bin/bash\ndf -h \"${CCS_PARAM_PATH:-/}\"\n",
+        "params_schema": {"type": "object", "properties": {"path": {"type": "string"}},
+                          "additionalProperties": False},
+        "run_as": ["root", "nobody"], "timeout": 30,
+    })])
 class VersionCreateIn(StrictSerializerMixin, serializers.Serializer):
     """A new draft version."""
 
     interpreter = serializers.ChoiceField(choices=PluginVersion.Interpreter.choices)
-    body = serializers.CharField(trim_whitespace=False)
+    body = serializers.CharField(trim_whitespace=False, min_length=1)
     params_schema = serializers.DictField(required=False)
-    run_as = serializers.ListField(child=serializers.CharField(max_length=32), allow_empty=False)
-    timeout = serializers.IntegerField(min_value=1, default=60)
+    run_as = serializers.ListField(
+        child=pattern_field(ACCOUNT, ACCOUNT_NAME), allow_empty=False, min_length=1,
+        max_length=MAX_ACCOUNTS, help_text="accounts a task may run it as")
+    timeout = serializers.IntegerField(min_value=1, max_value=MAX_TIMEOUT, default=60)
 
 
+@extend_schema_serializer(examples=[OpenApiExample(
+    "a longer timeout", request_only=True, value={"timeout": 120})])
 class VersionUpdateIn(VersionCreateIn):
     """PATCH of a draft: every field optional."""
 
@@ -31,6 +50,10 @@ class VersionUpdateIn(VersionCreateIn):
         super().__init__(*args, partial=True, **kwargs)
 
 
+@extend_schema_serializer(examples=[OpenApiExample(
+    "approve what was read", request_only=True, value={
+        "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+        "comment": "read it; only reads /proc"})])
 class ApproveIn(StrictSerializerMixin, serializers.Serializer):
     """Approval: optionally the body hash reviewed, and a comment."""
 
@@ -39,33 +62,52 @@ class ApproveIn(StrictSerializerMixin, serializers.Serializer):
     comment = serializers.CharField(allow_blank=True, default="", max_length=5000)
 
 
+@extend_schema_serializer(examples=[OpenApiExample(
+    "reject", request_only=True, value={"comment": "writes to /etc; use a parameter instead"})])
 class RejectIn(StrictSerializerMixin, serializers.Serializer):
     """Rejection: the comment saying why is required."""
 
-    comment = serializers.CharField(max_length=5000)
+    comment = serializers.CharField(min_length=1, max_length=5000)
 
 
+@extend_schema_serializer(examples=[OpenApiExample(
+    "retire", request_only=True, value={"comment": "replaced by version 3"})])
 class RetireIn(StrictSerializerMixin, serializers.Serializer):
     """Retirement, with an optional comment."""
 
     comment = serializers.CharField(allow_blank=True, default="", max_length=5000)
 
 
+@extend_schema_serializer(examples=[OpenApiExample("nothing", request_only=True, value={})])
 class EmptyIn(StrictSerializerMixin, serializers.Serializer):
     """Actions without input still refuse unknown fields."""
 
 
-class VersionFilterIn(serializers.Serializer):
-    """Query parameters of the version list (not strict: pagination parameters pass)."""
+class PluginFilterIn(QueryIn):
+    """Filters of the plugin list."""
+
+    name = pattern_field(NAME, PLUGIN_NAME, required=False, help_text="exactly this name")
+    owner = serializers.CharField(max_length=150, required=False, help_text="user name")
+
+
+class VersionStatusIn(QueryIn):
+    """Filter of a plugin's versions."""
 
     status = serializers.ChoiceField(choices=PluginVersion.Status.choices, required=False)
-    plugin = serializers.IntegerField(source="plugin_id", min_value=1, required=False)
+
+
+class VersionFilterIn(VersionStatusIn):
+    """Filters of the version list."""
+
+    plugin = serializers.IntegerField(source="plugin_id", min_value=1, max_value=BIGINT_MAX,
+                                      required=False, help_text="plugin id")
 
 
 class PluginOut(serializers.ModelSerializer):
     """A plugin."""
 
-    owner = serializers.CharField(source="owner.username", default=None)
+    owner = serializers.CharField(source="owner.username", default=None, allow_null=True,
+                                  help_text="null for the built-in plugins")
 
     class Meta:
         model = Plugin
@@ -77,8 +119,9 @@ class VersionSummaryOut(serializers.ModelSerializer):
 
     plugin = serializers.CharField(source="plugin.name")
     plugin_id = serializers.IntegerField()
-    author = serializers.CharField(source="author.username", default=None)
-    reviewer = serializers.CharField(source="reviewer.username", default=None)
+    author = serializers.CharField(source="author.username", default=None, allow_null=True,
+                                   help_text="null for the built-in plugins")
+    reviewer = serializers.CharField(source="reviewer.username", default=None, allow_null=True)
 
     class Meta:
         model = PluginVersion

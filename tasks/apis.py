@@ -1,30 +1,38 @@
-"""The tasks API: create and read tasks, their subtasks and summary; pause, resume, stop."""
+"""The tasks API: create and read tasks, their subtasks and summary; pause, resume, stop and
+re-run them."""
 
 from django.http import StreamingHttpResponse
-from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import mixins, status, viewsets
+from rest_framework import status, viewsets
 from rest_framework.decorators import action
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from ccs.api import EventStreamRenderer, int_param
+from ccs.api import BIGINT_MAX, ID, EventStreamRenderer, QueryIn, int_param, page_of, query_valid
 
 from . import selectors, services
-from .events import PAGE, EventStream, events_after
-from .models import CallbackAttempt, SubTask, Task
+from .events import EventStream, events_after
+from .models import CallbackAttempt, Task
 from .permissions import CanOperateSubtask, CanOperateTask
 from .serializers import (
     CallbackAttemptOut,
     EventPageOut,
+    EventsIn,
+    RerunIn,
+    SubTaskFilterIn,
     SubTaskOut,
-    SummaryGroupOut,
+    SummaryFilterIn,
+    SummaryOut,
     TaskCreatedOut,
     TaskCreateIn,
     TaskDetailOut,
+    TaskFilterIn,
     TaskOut,
 )
+
+OPERATE = ("pause", "resume", "stop")
 
 
 def _control(data: dict, task_type: str) -> services.ControlData:
@@ -36,24 +44,35 @@ def _control(data: dict, task_type: str) -> services.ControlData:
     )
 
 
-class TaskViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
-    """Tasks visible to the caller."""
+class TaskViewSet(viewsets.GenericViewSet):
+    """Tasks: one run of an approved plugin version on hosts, and its control."""
 
     serializer_class = TaskOut
+    lookup_value_regex = ID
 
     def get_queryset(self):
         return selectors.tasks_visible_to(self.request.user)
 
     def get_permissions(self):
-        extra = [CanOperateTask()] if self.action in ("pause", "resume", "stop") else []
+        extra = [CanOperateTask()] if self.action in OPERATE else []
         return [*super().get_permissions(), *extra]
 
     def _task(self, pk: str) -> Task:
-        task = get_object_or_404(self.get_queryset(), pk=pk)
-        self.check_object_permissions(self.request, task)
-        return task
+        return self.get_object()  # 404 naming it if not visible; 403 if not operable
 
-    @extend_schema(request=TaskCreateIn, responses={201: TaskCreatedOut})
+    @extend_schema(summary="List the tasks you can see, newest first", parameters=[TaskFilterIn],
+                   responses=TaskOut(many=True))
+    def list(self, request: Request) -> Response:
+        tasks = selectors.tasks_filtered(self.get_queryset(), **query_valid(request, TaskFilterIn))
+        return page_of(self, tasks, TaskOut)
+
+    @extend_schema(
+        summary="Start a task: run an approved plugin on the target hosts",
+        description="Checks the plugin version, the params against its schema, the account, "
+        "your right to operate every target host and your quota; then creates one pending "
+        "subtask per host. The callback secret is in this answer only.",
+        request=TaskCreateIn, responses={201: TaskCreatedOut},
+    )
     def create(self, request: Request) -> Response:
         data = TaskCreateIn(data=request.data)
         data.is_valid(raise_exception=True)
@@ -68,7 +87,8 @@ class TaskViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         out = TaskCreatedOut(task, context={"counts": task.counts()})
         return Response(out.data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(responses=TaskDetailOut)
+    @extend_schema(summary="Show a task with its subtasks counted per state",
+                   responses=TaskDetailOut)
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response(self._detail(self._task(pk)).data)
 
@@ -81,78 +101,110 @@ class TaskViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         task = service(actor=self.request.user, task_id=task.pk)
         return Response(self._detail(task).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(request=None, responses={202: TaskDetailOut})
+    @extend_schema(
+        summary="Pause a task: hold what has not started, freeze what runs",
+        description="Subtasks not yet on their host are held at once; running ones are frozen "
+        "(SIGSTOP) by their agents, which confirm shortly after. Pausing a paused task is "
+        "harmless; any other state answers 409.",
+        request=None, responses={202: TaskDetailOut},
+    )
     @action(detail=True, methods=["post"])
     def pause(self, request: Request, pk: str) -> Response:
         return self._operate(pk, services.task_pause)
 
-    @extend_schema(request=None, responses={202: TaskDetailOut})
+    @extend_schema(
+        summary="Resume a paused task",
+        description="Held subtasks are released again and frozen ones continue; failures seen "
+        "so far no longer count against the failure threshold.",
+        request=None, responses={202: TaskDetailOut},
+    )
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, pk: str) -> Response:
         return self._operate(pk, services.task_resume)
 
-    @extend_schema(request=None, responses={202: TaskDetailOut})
+    @extend_schema(
+        summary="Stop a task: end what has not started, kill what runs",
+        description="The task is `stopping` until every host confirmed that its job was "
+        "killed, then `stopped` (at once when nothing was on a host).",
+        request=None, responses={202: TaskDetailOut},
+    )
     @action(detail=True, methods=["post"])
     def stop(self, request: Request, pk: str) -> Response:
         return self._operate(pk, services.task_stop)
 
     @extend_schema(
-        responses=SubTaskOut(many=True),
-        parameters=[OpenApiParameter("status", str), OpenApiParameter("datacenter", str)],
+        summary="Re-run a task on its failed hosts (or those in the states given)",
+        description="A new task with the same plugin version, params, account and control "
+        "data, on the hosts whose subtasks ended in `statuses` (default failed, lost, "
+        "timeout). Rights, quota and approval are checked now.",
+        request=RerunIn, responses={201: TaskDetailOut},
     )
+    @action(detail=True, methods=["post"])
+    def rerun(self, request: Request, pk: str) -> Response:
+        task = self._task(pk)
+        data = RerunIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        new = services.task_rerun(
+            actor=request.user, task_id=task.pk, statuses=data.validated_data["statuses"]
+        )
+        return Response(self._detail(new).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(summary="List a task's subtasks (one per host) with their results",
+                   parameters=[SubTaskFilterIn], responses=SubTaskOut(many=True))
     @action(detail=True, methods=["get"])
     def subtasks(self, request: Request, pk: str) -> Response:
         task = self._task(pk)
-        rows = SubTask.objects.filter(task=task).select_related("host", "datacenter").order_by("id")
-        if status_ := request.query_params.get("status"):
-            rows = rows.filter(status=status_)
-        if datacenter := request.query_params.get("datacenter"):
-            rows = rows.filter(datacenter__name=datacenter)
-        page = self.paginate_queryset(rows)
-        return self.get_paginated_response(SubTaskOut(page, many=True).data)
+        rows = selectors.subtasks_filtered(task.pk, **query_valid(request, SubTaskFilterIn))
+        return page_of(self, rows, SubTaskOut)
 
     @extend_schema(
-        parameters=[OpenApiParameter("after", int), OpenApiParameter("limit", int),
-                    OpenApiParameter("Last-Event-ID", str, location=OpenApiParameter.HEADER)],
-        responses=EventPageOut,
-        description="JSON pages of the task's events, or with `Accept: text/event-stream` a "
-        "live stream that replays from Last-Event-ID (or `after`) and follows until the task ends.",
+        summary="Page or stream a task's events (every subtask transition)",
+        description="JSON pages of the task's numbered events; with `Accept: "
+        "text/event-stream` a live stream (SSE) that replays from Last-Event-ID (or `after`) "
+        "and follows until the task ends.",
+        parameters=[EventsIn, OpenApiParameter(
+            "Last-Event-ID", {"type": "integer", "minimum": 0, "maximum": BIGINT_MAX},
+            location=OpenApiParameter.HEADER,
+            description="the last event number already seen (over `after`)"),
+            OpenApiParameter("format", exclude=True)],  # ask with the Accept header
+        responses={(200, "application/json"): EventPageOut,
+                   (200, "text/event-stream"): OpenApiTypes.STR},
     )
     @action(detail=True, methods=["get"], renderer_classes=[JSONRenderer, EventStreamRenderer])
     def events(self, request: Request, pk: str):
         task = self._task(pk)
+        query = query_valid(request, EventsIn)
+        header = request.headers.get("Last-Event-ID")
+        after = query["after"] if header is None else int_param(header or "-", "Last-Event-ID")
         if request.accepted_renderer.format == EventStreamRenderer.format:
-            header = request.headers.get("Last-Event-ID")
-            after = int_param(header, "Last-Event-ID") if header else int_param(
-                request.query_params.get("after"), "after"
-            )
             response = StreamingHttpResponse(
                 EventStream(task.pk, after), content_type="text/event-stream"
             )
             response["Cache-Control"] = "no-cache"
             response["X-Accel-Buffering"] = "no"  # no proxy buffering of the stream
             return response
-        after = int_param(request.query_params.get("after"), "after")
-        limit = min(int_param(request.query_params.get("limit"), "limit", PAGE, 1), PAGE)
-        events = events_after(task.pk, after, limit)
+        events = events_after(task.pk, after, query["limit"])
         last = events[-1]["seq"] if events else after
-        return Response({"results": events, "next_after": last, "more": len(events) == limit})
+        return Response({"results": events, "next_after": last,
+                         "more": len(events) == query["limit"]})
 
-    @extend_schema(responses=CallbackAttemptOut(many=True))
+    @extend_schema(summary="List the delivery attempts of a task's callbacks, oldest first",
+                   parameters=[QueryIn], responses=CallbackAttemptOut(many=True))
     @action(detail=True, methods=["get"])
     def callbacks(self, request: Request, pk: str) -> Response:
-        """Delivery attempts of the task's callbacks, oldest first."""
         task = self._task(pk)
-        page = self.paginate_queryset(CallbackAttempt.objects.filter(task=task).order_by("id"))
-        return self.get_paginated_response(CallbackAttemptOut(page, many=True).data)
+        query_valid(request, QueryIn)
+        attempts = CallbackAttempt.objects.filter(task=task).order_by("id")
+        return page_of(self, attempts, CallbackAttemptOut)
 
     @extend_schema(
-        responses=SummaryGroupOut(many=True), parameters=[OpenApiParameter("datacenter", str)]
+        summary="Group a task's outcomes: hosts with the same status, exit code and output",
+        parameters=[SummaryFilterIn], responses=SummaryOut,
     )
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def summary(self, request: Request, pk: str) -> Response:
         task = self._task(pk)
-        groups = selectors.task_summary(task.pk, request.query_params.get("datacenter"))
+        groups = selectors.task_summary(task.pk, **query_valid(request, SummaryFilterIn))
         return Response({"task": task.pk, "total": task.total_hosts, "groups": groups})
 
 
@@ -160,14 +212,16 @@ class SubTaskViewSet(viewsets.GenericViewSet):
     """One host's part of a task; pause, resume and stop it."""
 
     serializer_class = SubTaskOut
+    lookup_value_regex = ID
 
     def get_queryset(self):
         return selectors.subtasks_visible_to(self.request.user)
 
     def get_permissions(self):
-        extra = [CanOperateSubtask()] if self.action in ("pause", "resume", "stop") else []
+        extra = [CanOperateSubtask()] if self.action in OPERATE else []
         return [*super().get_permissions(), *extra]
 
+    @extend_schema(summary="Show one host's subtask with its result")
     def retrieve(self, request: Request, pk: str) -> Response:
         return Response(SubTaskOut(self.get_object()).data)
 
@@ -176,17 +230,20 @@ class SubTaskViewSet(viewsets.GenericViewSet):
         service(actor=self.request.user, subtask_id=subtask.pk)
         return Response(SubTaskOut(self.get_object()).data, status=status.HTTP_202_ACCEPTED)
 
-    @extend_schema(request=None, responses={202: SubTaskOut})
+    @extend_schema(summary="Pause one host: hold it if not started, freeze it if it runs",
+                   request=None, responses={202: SubTaskOut})
     @action(detail=True, methods=["post"])
     def pause(self, request: Request, pk: str) -> Response:
         return self._operate(services.subtask_pause)
 
-    @extend_schema(request=None, responses={202: SubTaskOut})
+    @extend_schema(summary="Resume one held or paused host", request=None,
+                   responses={202: SubTaskOut})
     @action(detail=True, methods=["post"])
     def resume(self, request: Request, pk: str) -> Response:
         return self._operate(services.subtask_resume)
 
-    @extend_schema(request=None, responses={202: SubTaskOut})
+    @extend_schema(summary="Stop one host: end it if not started, kill its job if it runs",
+                   request=None, responses={202: SubTaskOut})
     @action(detail=True, methods=["post"])
     def stop(self, request: Request, pk: str) -> Response:
         return self._operate(services.subtask_stop)

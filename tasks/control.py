@@ -9,8 +9,12 @@ from dataclasses import dataclass
 
 from ccs.errors import InvalidInput
 
-PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)%")
+# Above 0 % and at most 100 %, written plainly with up to three decimals: "10%", "0.5%".
+PERCENT = re.compile(
+    r"(100(?:\.0{1,3})?|[1-9][0-9]?(?:\.[0-9]{1,3})?|0\.(?:[1-9][0-9]{0,2}|0[1-9][0-9]?|00[1-9]))%"
+)
 MAX_BATCHES = 20
+MAX_COUNT = 10_000_000  # hosts: beyond any fleet, within the columns' range
 
 
 def _amount(value: object, total: int, field: str) -> int:
@@ -18,14 +22,14 @@ def _amount(value: object, total: int, field: str) -> int:
     if isinstance(value, bool):
         raise InvalidInput.field(field, f"{value!r} is neither a count nor a percentage")
     if isinstance(value, int):
-        if value < 1:
-            raise InvalidInput.field(field, f"{value} must be at least 1")
+        if not 1 <= value <= MAX_COUNT:
+            raise InvalidInput.field(field, f"{value} must be between 1 and {MAX_COUNT}")
         return value
-    if isinstance(value, str) and (match := PERCENT.fullmatch(value.strip())):
-        percent = float(match.group(1))
-        if not 0 < percent <= 100:
-            raise InvalidInput.field(field, f"{value} must be above 0% and at most 100%")
-        return max(1, math.ceil(total * percent / 100))
+    if isinstance(value, str) and (match := PERCENT.fullmatch(value)):
+        return max(1, math.ceil(total * float(match.group(1)) / 100))
+    if isinstance(value, str) and re.fullmatch(r"[0-9]+(\.[0-9]+)?%", value):
+        raise InvalidInput.field(
+            field, f"{value} must be above 0% and at most 100%, with at most 3 decimals")
     raise InvalidInput.field(field, f"{value!r} is neither a count nor a percentage like '10%'")
 
 

@@ -10,6 +10,34 @@ from permissions.selectors import hosts_with_perm
 from .models import COUNT_FIELDS, SubTask, Task
 
 
+def tasks_filtered(
+    tasks: QuerySet[Task], *, status: str | None = None, plugin: str | None = None,
+    creator: str | None = None, task_type: str | None = None,
+) -> QuerySet[Task]:
+    """The tasks matching every filter given."""
+    if status:
+        tasks = tasks.filter(status=status)
+    if plugin:
+        tasks = tasks.filter(plugin_version__plugin__name=plugin)
+    if creator:
+        tasks = tasks.filter(creator__username=creator)
+    if task_type:
+        tasks = tasks.filter(task_type=task_type)
+    return tasks.order_by("-id")
+
+
+def subtasks_filtered(
+    task_id: int, *, status: str | None = None, datacenter: str | None = None
+) -> QuerySet[SubTask]:
+    """A task's subtasks in id order, matching every filter given."""
+    rows = SubTask.objects.filter(task_id=task_id).select_related("host", "datacenter")
+    if status:
+        rows = rows.filter(status=status)
+    if datacenter:
+        rows = rows.filter(datacenter__name=datacenter)
+    return rows.order_by("id")
+
+
 def task_counts(task_id: int) -> dict[str, int]:
     """Subtasks per state (the states that have any), from the task's row."""
     return Task.objects.only(*COUNT_FIELDS).get(pk=task_id).counts()

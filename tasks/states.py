@@ -13,6 +13,16 @@ Subtask states:
   timeout   the plugin ran past the per-host timeout; the agent killed its process group
   stopped   an operator stopped it: before it started, or by killing its process group
   lost      the sitter could not learn its outcome from the agent (reason says why)
+
+Task states:
+  pending    created; nothing has reached a host yet
+  running    a first subtask started
+  paused     releases nothing (an operator, a batch pause point, or the failure threshold;
+             `paused_reason` says which); what runs on hosts is frozen by an operator's pause
+  stopping   an operator asked for a stop; hosts are still confirming that they killed their job
+  succeeded  every host succeeded
+  failed     every subtask ended, and some host failed, timed out or was lost
+  stopped    an operator stopped it (or stopped the last hosts that had not ended)
 """
 
 from django.db import models
@@ -35,6 +45,7 @@ S = SubTaskStatus
 FINAL = frozenset({S.SUCCESS, S.FAILED, S.TIMEOUT, S.STOPPED, S.LOST})
 NOT_STARTED = frozenset({S.PENDING, S.HELD, S.QUEUED})
 ON_HOST = frozenset({S.RUNNING, S.PAUSED})
+FINAL_CHOICES = sorted(FINAL)  # the ended states, as a choice list
 FAILURES = frozenset({S.FAILED, S.TIMEOUT})
 
 # target state -> the states it may be entered from
@@ -55,18 +66,51 @@ LEGAL_PREDECESSORS: dict[str, frozenset[str]] = {
 
 
 class TaskStatus(models.TextChoices):
-    """pending: nothing released yet; running; paused: releases nothing (operator, a batch
-    pause point, or the failure threshold; `paused_reason` says which); finished: every subtask
-    ended; stopped: an operator stopped it."""
+    """See the module docstring of the task states."""
 
     PENDING = "pending"
     RUNNING = "running"
     PAUSED = "paused"
-    FINISHED = "finished"
+    STOPPING = "stopping"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
     STOPPED = "stopped"
 
 
-TASK_ACTIVE = frozenset({TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.PAUSED})
+T = TaskStatus
+TASK_ACTIVE = frozenset({T.PENDING, T.RUNNING, T.PAUSED, T.STOPPING})
+TASK_FINAL = frozenset({T.SUCCEEDED, T.FAILED, T.STOPPED})
+# Subtask outcomes that make a task `failed`; the default hosts of a re-run.
+OUTCOME_FAILED = frozenset({S.FAILED, S.TIMEOUT, S.LOST})
+
+# target task state -> the task states it may be entered from
+TASK_LEGAL_PREDECESSORS: dict[str, frozenset[str]] = {
+    T.RUNNING: frozenset({T.PENDING, T.PAUSED}),
+    # Back to pending: resumed before any of its subtasks started.
+    T.PENDING: frozenset({T.PAUSED}),
+    # Pausing a paused task again is harmless (it names the new pauser).
+    T.PAUSED: frozenset({T.PENDING, T.RUNNING, T.PAUSED}),
+    # Stopping again sends the stop to the hosts once more.
+    T.STOPPING: frozenset({T.PENDING, T.RUNNING, T.PAUSED, T.STOPPING}),
+    # Every subtask ended. A paused task ends too when its last subtasks do (a result
+    # racing the pause, a subtask stopped by hand).
+    T.SUCCEEDED: frozenset({T.PENDING, T.RUNNING, T.PAUSED}),
+    T.FAILED: frozenset({T.PENDING, T.RUNNING, T.PAUSED}),
+    T.STOPPED: frozenset({T.PENDING, T.RUNNING, T.PAUSED, T.STOPPING}),
+}
+
+
+def task_outcome(counts: dict[str, int], stop_asked: bool) -> str:
+    """The final state of a task whose subtasks all ended, from their counts per state:
+    stopped if an operator stopped it, else failed if any host failed, timed out or was
+    lost, else stopped if some hosts were stopped one by one, else succeeded."""
+    if stop_asked:
+        return T.STOPPED
+    if any(counts.get(s) for s in OUTCOME_FAILED):
+        return T.FAILED
+    if counts.get(S.STOPPED):
+        return T.STOPPED
+    return T.SUCCEEDED
 
 
 class IllegalTransition(Exception):
@@ -79,8 +123,16 @@ class IllegalTransition(Exception):
 
 
 def predecessors(target: str) -> frozenset[str]:
-    """The states from which `target` may be entered; raises for a target with none."""
+    """The subtask states from which `target` may be entered; raises for a target with none."""
     try:
         return LEGAL_PREDECESSORS[target]
+    except KeyError:
+        raise IllegalTransition("any", target) from None
+
+
+def task_predecessors(target: str) -> frozenset[str]:
+    """The task states from which `target` may be entered; raises for a target with none."""
+    try:
+        return TASK_LEGAL_PREDECESSORS[target]
     except KeyError:
         raise IllegalTransition("any", target) from None

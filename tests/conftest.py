@@ -91,3 +91,48 @@ def login(chromium, live_server):
     yield open_as
     for page in pages:
         page.close()
+
+
+class DnsServer:
+    """A real dnsmasq on a loopback port answering for the names it is given, logging every
+    query it receives."""
+
+    def __init__(self, directory, names: dict[str, str], ttl: int = 300) -> None:
+        import subprocess
+
+        from ccs.stack import free_port, wait_for
+
+        self.hosts, self.log = directory / "dns-hosts", directory / "dns.log"
+        self.hosts.write_text("".join(f"{ip} {name}\n" for name, ip in names.items()))
+        self.port = free_port()
+        self.proc = subprocess.Popen([
+            shutil.which("dnsmasq") or "/usr/sbin/dnsmasq", "--keep-in-foreground",
+            f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces",
+            "--no-resolv", "--no-hosts", f"--addn-hosts={self.hosts}", f"--local-ttl={ttl}",
+            "--local=/test/", "--log-queries", f"--log-facility={self.log}", "--user=root",
+            "--pid-file=",
+        ])
+        wait_for(lambda: self.log.exists() and "read " in self.log.read_text(), "dnsmasq",
+                 proc=self.proc)
+        self.server = f"127.0.0.1:{self.port}"
+
+    def queries(self, name: str) -> int:
+        return self.log.read_text().count(f"query[A] {name} ")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def dns_server(tmp_path):
+    """Start dnsmasq answering for the names given: `dns_server({name: ip})`."""
+    servers = []
+
+    def start(names: dict[str, str], ttl: int = 300) -> DnsServer:
+        servers.append(DnsServer(tmp_path, names, ttl))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()

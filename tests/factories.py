@@ -47,16 +47,21 @@ class Fleet:
         self.path = tmp / f"fleet-{port}.json"
         self.path.write_text(json.dumps(config))
         self.port = port
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "fleet", "--config", str(self.path)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
+        # Its log goes to a file: a pipe nobody reads while it runs fills after some
+        # thousand jobs, and the fleet then blocks writing a log line.
+        self.log = tmp / f"fleet-{port}.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agent", "fleet", "--config", str(self.path)],
+                stdout=log, stderr=subprocess.STDOUT,
+            )
         wait_for(lambda: port_open(port), "fleet", proc=self.proc)
 
     def stop(self) -> str:
+        """Stop it; returns what it logged."""
         self.proc.terminate()
-        _, err = self.proc.communicate(timeout=10)
-        return err
+        self.proc.wait(timeout=10)
+        return self.log.read_text(errors="replace")
 
 
 __all__ = ["Datacenter", "Node", "Fleet", "free_port", "hosts_make"]

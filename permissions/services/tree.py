@@ -14,6 +14,7 @@ from ..rights import ADMIN
 from ..selectors import node_has_perm
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+PATH = re.compile(rf"{NAME.pattern}(?:/{NAME.pattern})*")
 
 
 def node_name_check(name: str) -> str:

@@ -32,6 +32,7 @@ from agent.protocol import DONE, RESULT, RUN, BadReply, job_view
 
 from ..results import HostResult
 from .jobs import HostJob
+from .names import resolver
 from .replies import failure, result_from_reply, result_from_view
 from .ssh import SSH, SshEndpoint, SshJobLost
 
@@ -61,7 +62,8 @@ class Fanout:
             if self._loop is None or self._pid != os.getpid():
                 self._pid = os.getpid()
                 self._loop = _new_loop()
-                self._pool = ChannelPool(connect_timeout=settings.CCS_CONNECT_TIMEOUT)
+                self._pool = ChannelPool(connect_timeout=settings.CCS_CONNECT_TIMEOUT,
+                                         resolve=resolver().address)
                 self._gate = Gate(CONNECTS)
                 threading.Thread(target=self._loop.run_forever, name="fanout", daemon=True).start()
             assert self._pool is not None and self._gate is not None
@@ -217,20 +219,18 @@ class Shard:
     async def _connect_and_send(self, job: HostJob, attempt: int) -> None:
         """Attempt 0 is the first delivery; later ones follow a dropped channel."""
         try:
-            conn = await self.pool.connect(job.endpoint)
+            await self.pool.connect_and_send(
+                job.endpoint, job.run_request, lambda reply: self._replied(job, reply)
+            )
         except ChannelError as exc:
             if attempt == 0:
                 # never delivered: the job did not run
-                self._record(failure(job.subtask_id, f"unreachable: channel {exc.reason}"))
+                self._record(failure(job.subtask_id, _unreachable(exc)))
             else:
                 self._retry_later(job, attempt + 1)
-            return
         except Exception as exc:  # one host's surprise must not hold up the others
             log.exception("subtask %s: unexpected error", job.subtask_id)
             self._record(failure(job.subtask_id, f"internal error: {type(exc).__name__}"))
-            return
-        if not self._write(conn, job):
-            self._retry_later(job, attempt + 1)
 
     def _replied(self, job: HostJob, reply: dict | ChannelError) -> None:
         if job.subtask_id not in self.waiting:
@@ -317,6 +317,10 @@ class Shard:
                 self._record(result_from_view(job.subtask_id, result))
             else:
                 self._leave(job, f"no reply by its deadline, agent says {state}")
+
+
+def _unreachable(exc: ChannelError) -> str:
+    return f"unreachable ({exc.detail})" if exc.detail else f"unreachable: {exc.reason}"
 
 
 def _drain(results: queue.Queue, save: Callable[[list[HostResult]], None], rows: int) -> None:

@@ -38,7 +38,7 @@ class TaskJob:
         return cls(fields, encoded[1:-1])
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: made per host and shard (see tasks/results.py)
 class HostJob:
     """One subtask as sent to its host."""
 

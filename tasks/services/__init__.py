@@ -12,6 +12,7 @@ from .operate import (
     task_stop,
 )
 from .release import task_progress_update, task_release
+from .rerun import task_rerun
 from .shard import host_control_run, shard_results_save, shard_run, shard_start
 from .sitter import hosts_probe, hosts_probe_plan, sitter_run, subtasks_pull
 
@@ -39,6 +40,7 @@ __all__ = [
     "task_pause",
     "task_progress_update",
     "task_release",
+    "task_rerun",
     "task_resume",
     "task_stop",
 ]

@@ -16,8 +16,8 @@ from ccs.errors import Conflict
 
 from .. import dispatch
 from ..models import SubTask, Task
-from ..states import FINAL, NOT_STARTED, ON_HOST, TASK_ACTIVE, SubTaskStatus, TaskStatus
-from ..transitions import Moved, events_record, lock_in_states, move_uniform
+from ..states import FINAL, NOT_STARTED, ON_HOST, SubTaskStatus, TaskStatus, task_predecessors
+from ..transitions import Moved, events_record, lock_in_states, move_uniform, task_move
 from .release import counts_read, release_request, task_progress_update
 
 S = SubTaskStatus
@@ -57,11 +57,9 @@ def task_pause(*, actor: AbstractBaseUser, task_id: int) -> Task:
     now = timezone.now()
     with transaction.atomic():
         moved = _move(task_id, frozenset({S.PENDING, S.QUEUED}), S.HELD, actor)
-        _task_for_update(task_id, TASK_ACTIVE, "pause")
+        _task_for_update(task_id, task_predecessors(TaskStatus.PAUSED), "pause")
         events_record(task_id, moved, now)
-        Task.objects.filter(pk=task_id).update(
-            status=TaskStatus.PAUSED, paused_reason=f"paused by {actor.get_username()}"
-        )
+        task_move(task_id, TaskStatus.PAUSED, paused_reason=f"paused by {actor.get_username()}")
         _host_control_on_commit(task_id, "pause", _on_host(task_id, frozenset({S.RUNNING})))
     return Task.objects.get(pk=task_id)
 
@@ -77,8 +75,8 @@ def task_resume(*, actor: AbstractBaseUser | None, task_id: int, batch: int | No
             transaction.set_rollback(True)
             return task
         events_record(task_id, moved, now)
-        Task.objects.filter(pk=task_id).update(
-            status=TaskStatus.RUNNING if task.started_at else TaskStatus.PENDING,
+        task_move(
+            task_id, TaskStatus.RUNNING if task.started_at else TaskStatus.PENDING,
             paused_reason="", failures_acknowledged=counts_read(task_id).progress().failures,
         )
         _host_control_on_commit(task_id, "resume", _on_host(task_id, frozenset({S.PAUSED})))
@@ -87,13 +85,14 @@ def task_resume(*, actor: AbstractBaseUser | None, task_id: int, batch: int | No
 
 
 def task_stop(*, actor: AbstractBaseUser, task_id: int) -> Task:
-    """End what has not started at once; kill what runs on its hosts."""
+    """End what has not started at once; kill what runs on its hosts. The task is `stopping`
+    until the last host confirms, then `stopped` (at once if nothing was on a host)."""
     now = timezone.now()
     with transaction.atomic():
         moved = _move(task_id, NOT_STARTED, S.STOPPED, actor)
-        _task_for_update(task_id, TASK_ACTIVE, "stop")
+        _task_for_update(task_id, task_predecessors(TaskStatus.STOPPING), "stop")
         events_record(task_id, moved, now)
-        Task.objects.filter(pk=task_id).update(status=TaskStatus.STOPPED, paused_reason="")
+        task_move(task_id, TaskStatus.STOPPING, paused_reason="")
         _host_control_on_commit(task_id, "stop", _on_host(task_id, ON_HOST))
         task_progress_update(task_id, now, counts_read(task_id))
     return Task.objects.get(pk=task_id)

@@ -2,7 +2,6 @@
 batches, and decide after every change whether the task is finished, paused or wants more."""
 
 import logging
-from collections import deque
 from datetime import datetime
 
 from django.conf import settings
@@ -14,11 +13,13 @@ from permissions.models import Datacenter
 from .. import dispatch
 from ..control import batch_limits, failure_limit, release_budget
 from ..models import COUNT_FIELDS, SubTask, Task
-from ..states import SubTaskStatus, TaskStatus
-from ..transitions import Counts, events_record, release_to_queue
+from ..states import TASK_FINAL, SubTaskStatus, TaskStatus, task_outcome
+from ..transitions import Counts, events_record, release_to_queue, task_move
 
 log = logging.getLogger(__name__)
 RELEASING = (TaskStatus.PENDING, TaskStatus.RUNNING)
+# Subtasks queued per transaction after the first (which takes one shard per datacenter).
+RELEASE_CHUNK = 10_000
 
 
 def release_request(task_id: int) -> None:
@@ -40,13 +41,14 @@ def _budget(task: Task) -> int:
 
 
 def task_release(*, task_id: int) -> int:
-    """Queue what the task may run now, one datacenter shard at a time, round robin over its
-    datacenters: each shard is committed and sent before the next is taken, so workers start
-    on the first while the controller releases the rest. Returns the number released.
+    """Queue what the task may run now, in a few transactions: the first takes one shard per
+    datacenter (so workers start at once), the next ones up to RELEASE_CHUNK subtasks each,
+    spread over the datacenters; every shard (≤ CCS_SHARD_SIZE subtasks of one datacenter)
+    is one message, sent when its transaction commits. Returns the number released.
 
-    Each shard's transaction holds the task row first (two controllers never count the same
-    free slots) and skips subtask rows others hold, so it never waits on them."""
-    released, datacenters = 0, None
+    Each transaction holds the task row first (two controllers never count the same free
+    slots) and skips subtask rows others hold, so it never waits on them."""
+    released, datacenters, first = 0, None, True
     while True:
         with transaction.atomic():
             task = Task.objects.select_for_update(no_key=True).get(pk=task_id)
@@ -54,20 +56,35 @@ def task_release(*, task_id: int) -> int:
             if budget <= 0:
                 return released
             if datacenters is None:
-                datacenters = deque(_pending_datacenters(task_id))
+                datacenters = _pending_datacenters(task_id)
             if not datacenters:
                 return released
-            datacenter = datacenters[0]
-            wanted = min(budget, settings.CCS_SHARD_SIZE)
-            now = timezone.now()
-            moved = release_to_queue(task_id, datacenter.pk, wanted, now)
-            if len(moved) < wanted:
-                datacenters.popleft()  # nothing more pending there (or held by an operator)
-            else:
-                datacenters.rotate(-1)
-            events_record(task_id, moved, now)
-            shard_send_on_commit(task, datacenter.name, [m.subtask_id for m in moved])
+            size = settings.CCS_SHARD_SIZE
+            limit = min(budget, size * len(datacenters) if first else RELEASE_CHUNK)
+            moved = _release_spread(task, datacenters, limit, size)
+            events_record(task_id, moved, timezone.now())
             released += len(moved)
+            first = False
+
+
+def _release_spread(task: Task, datacenters: list[Datacenter], limit: int,
+                    size: int) -> list:
+    """Up to `limit` subtasks queued, spread evenly over the datacenters; a datacenter with
+    nothing more pending leaves the list. One shard message per `size` of each."""
+    moved, now = [], timezone.now()
+    share = -(-limit // len(datacenters))
+    for datacenter in list(datacenters):
+        wanted = min(share, limit - len(moved))
+        if wanted <= 0:
+            break
+        taken = release_to_queue(task.pk, datacenter.pk, wanted, now)
+        if len(taken) < wanted:
+            datacenters.remove(datacenter)  # nothing more pending (or held by an operator)
+        for start in range(0, len(taken), size):
+            ids = [m.subtask_id for m in taken[start:start + size]]
+            shard_send_on_commit(task, datacenter.name, ids)
+        moved += taken
+    return moved
 
 
 def _pending_datacenters(task_id: int) -> list[Datacenter]:
@@ -102,7 +119,7 @@ def task_progress_update(task_id: int, now: datetime, counts: Counts | None) -> 
         return
     task = Task.objects.get(pk=task_id)
     if counts.final:
-        _finish(task, now)
+        _finish(task, now, counts)
         return
     if task.status not in RELEASING or not (
         task.batches or task.failure_threshold or task.concurrency
@@ -122,9 +139,11 @@ def task_progress_update(task_id: int, now: datetime, counts: Counts | None) -> 
         release_request(task_id)
 
 
-def _finish(task: Task, now: datetime) -> None:
-    status = TaskStatus.STOPPED if task.status == TaskStatus.STOPPED else TaskStatus.FINISHED
-    Task.objects.filter(pk=task.pk).update(status=status, finished_at=now)
+def _finish(task: Task, now: datetime, counts: Counts) -> None:
+    if task.status in TASK_FINAL:
+        return  # results that came late, for subtasks that had already ended
+    outcome = task_outcome(counts.by_state, stop_asked=task.status == TaskStatus.STOPPING)
+    task_move(task.pk, outcome, finished_at=now, paused_reason="")
 
 
 def _threshold_crossed(task: Task, progress) -> bool:
@@ -140,9 +159,7 @@ def _batch_complete(task: Task, progress) -> bool:
 
 
 def _pause(task: Task, reason: str, next_batch: bool = False) -> None:
-    Task.objects.filter(pk=task.pk).update(
-        status=TaskStatus.PAUSED, paused_reason=reason, batch=task.batch + int(next_batch)
-    )
+    task_move(task.pk, TaskStatus.PAUSED, paused_reason=reason, batch=task.batch + int(next_batch))
     log.info("task %s paused: %s", task.pk, reason)
 
 

@@ -1,7 +1,6 @@
 """The datacenter worker's side: start a shard, fan it out, save results as they arrive."""
 
 import logging
-from dataclasses import replace
 
 from django.db import transaction
 from django.utils import timezone
@@ -52,8 +51,8 @@ def shard_results_save(
     with transaction.atomic():
         locked = lock_by_ids(list(by_id), sources(r.status for r in results))
         locked = [(sid, status, hostnames[sid]) for sid, status in locked]
-        moved = move_with_rows(locked, {sid: r.row() for sid, r in by_id.items()})
-        moved = [replace(m, data=by_id[m.subtask_id].event_data()) for m in moved]
+        moved = move_with_rows(locked, {sid: r.row() for sid, r in by_id.items()},
+                               {sid: r.event_data() for sid, r in by_id.items()})
         counts = events_record(task_id, moved, now)
         task_progress_update(task_id, now, counts)
     if len(moved) != len(results):

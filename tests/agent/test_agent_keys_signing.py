@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -117,3 +118,16 @@ def test_keys_round_trip_through_pem_and_raw_base64() -> None:
     )
     for public in (public_key_pem(private), base64.b64encode(raw)):
         verify([load_public_key(public)], META, signature)
+
+
+@pytest.mark.parametrize("salt", [b"", b"s" * 16, os.urandom(64)])
+def test_the_channels_hkdf_is_rfc_5869_as_cryptography_computes_it(salt: bytes) -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    from agent.channel import hkdf_sha256
+
+    ikm, infos = os.urandom(32), (b"ccs/v1/c2s|web-1", b"ccs/v1/s2c|web-1", b"")
+    expected = [HKDF(algorithm=hashes.SHA256(), length=32, salt=salt or None, info=info)
+                .derive(ikm) for info in infos]
+    assert hkdf_sha256(ikm, salt, infos) == expected

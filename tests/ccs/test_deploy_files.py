@@ -58,3 +58,50 @@ def test_bad_settings_fail_at_start_naming_the_variable():
                             cwd=ROOT, env=env, capture_output=True, text=True)
     assert worker.returncode == 2 and "Traceback" not in worker.stderr
     assert "CCS_SHARD_SIZE" in worker.stderr
+
+
+def test_make_up_prints_lines_that_set_up_the_cli_when_pasted():
+    from tasks.management.commands.demo import up_text
+
+    text = up_text("http://127.0.0.1:40123", "http://127.0.0.1:40124/", "s3cr'et")
+    assert "export CCS_URL=http://127.0.0.1:40123 " in text
+    script = "\n".join(line.strip() for line in text.splitlines()
+                       if line.strip().startswith(("export ", "eval ")))
+    shown = subprocess.run(["bash", "-c", script.replace("eval ", "echo ") + "\necho $CCS_URL"],
+                           capture_output=True, text=True, env={"PATH": os.environ["PATH"]})
+    assert shown.returncode == 0, shown.stderr
+    assert "CCS_PASSWORD='s3cr'\"'\"'et' ccs login admin" in text
+    assert shown.stdout.splitlines()[-1] == "http://127.0.0.1:40123"
+
+
+def test_the_system_script_names_what_a_bare_machine_lacks(tmp_path):
+    """Run with a PATH holding only a shell's basics: every package is named, nothing run."""
+    for tool in ("bash", "env", "cat", "id", "seq", "sort", "tail", "ls", "sed", "dirname",
+                 "basename", "mkdir"):
+        (tmp_path / tool).symlink_to(subprocess.check_output(["which", tool], text=True).strip())
+    (tmp_path / "python3").symlink_to("/usr/bin/python3")
+    env = {"PATH": str(tmp_path), "CCS_SBIN": "", "CCS_SYSTEM_PYTHON": "/nonexistent",
+           "CCS_SYSTEM_DRY_RUN": "1"}
+    ran = subprocess.run(["bash", str(ROOT / "scripts/system.sh"), "test",
+                          "postgres://postgres@127.0.0.1:1/ccs", "redis://localhost:2/15"],
+                         env=env, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stderr.splitlines() == [
+        "system: would install: redis-server postgresql openssh-server sudo chromium strace "
+        "dnsmasq-base python3-cryptography",
+        "system: would start PostgreSQL on 127.0.0.1:1",
+        "system: would start Redis on localhost:2",
+    ]
+    demo = subprocess.run(["bash", str(ROOT / "scripts/system.sh"), "demo"], env=env,
+                          capture_output=True, text=True)
+    assert demo.stderr == "system: would install: redis-server\n"
+    remote = subprocess.run(["bash", str(ROOT / "scripts/system.sh"), "test",
+                             "postgres://u@db.example:5432/ccs", "redis://cache.example/0"],
+                            env=env, capture_output=True, text=True)
+    assert "would start" not in remote.stderr  # services elsewhere are not ours to start
+
+
+def test_ci_is_little_more_than_make_test():
+    lines = [line for line in (ROOT / ".ci/run").read_text().splitlines()
+             if line.strip() and not line.startswith("#")]
+    assert lines[-1] == 'exec make test "$@"' and len(lines) <= 4

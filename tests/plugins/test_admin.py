@@ -179,18 +179,19 @@ def test_admin_adds_and_edits_drafts_through_the_services(admin, plugin):
     client = browser(admin)
     added = client.post("/admin/plugins/pluginversion/add/", {
         "plugin": plugin.pk, "interpreter": "sh", "body": "echo a\n",
-        "params_schema": '{"type": "object"}', "run_as": '["root"]', "timeout": "10",
+        "params_schema": '{"type": "object"}', "run_as": "root", "timeout": "10",
     })
     assert added.status_code == 302, added.content.decode()[-2000:]
     version = PluginVersion.objects.get(plugin=plugin)
     assert (version.number, version.author, version.status) == (1, admin, "draft")
     edited = client.post(f"/admin/plugins/pluginversion/{version.pk}/change/", {
         "interpreter": "bash", "body": "echo b\r\n", "params_schema": '{"type": "object"}',
-        "run_as": '["root"]', "timeout": "10",
+        "run_as": "root, nobody", "timeout": "10",
     })
     assert edited.status_code == 302
     version.refresh_from_db()
-    assert (version.interpreter, version.body) == ("bash", "echo b\n")
+    assert (version.interpreter, version.body, version.run_as) == (
+        "bash", "echo b\n", ["root", "nobody"])
     assert list(PluginAudit.objects.filter(version=version).values_list("action", flat=True)
                 .order_by("id")) == ["create", "edit"]
 
@@ -198,7 +199,7 @@ def test_admin_adds_and_edits_drafts_through_the_services(admin, plugin):
 def test_admin_form_names_bad_fields(admin, plugin):
     page = browser(admin).post("/admin/plugins/pluginversion/add/", {
         "plugin": plugin.pk, "interpreter": "sh", "body": "echo a\n",
-        "params_schema": '{"type": "string"}', "run_as": '["Bad Name"]', "timeout": "10",
+        "params_schema": '{"type": "string"}', "run_as": "root, Bad", "timeout": "10",
     })
     assert page.status_code == 200
     errors = page.context["adminform"].form.errors

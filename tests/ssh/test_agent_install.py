@@ -13,6 +13,7 @@ from django.core.management import CommandError, call_command
 
 from permissions.models import Host
 from tasks.models import SubTask, Task
+from tasks.states import TASK_FINAL
 
 from .conftest import ssh_hosts
 
@@ -44,7 +45,7 @@ def _task_finished(api, hostname: str) -> SubTask:
     }, format="json")
     assert response.status_code == 201, response.content
     deadline = time.monotonic() + 30
-    while Task.objects.get(pk=response.json()["id"]).status != "finished":
+    while Task.objects.get(pk=response.json()["id"]).status not in TASK_FINAL:
         assert time.monotonic() < deadline, list(SubTask.objects.values_list("status", "reason"))
         time.sleep(0.1)
     return SubTask.objects.get(task_id=response.json()["id"])

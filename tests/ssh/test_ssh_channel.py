@@ -11,6 +11,7 @@ import uuid
 import pytest
 
 from tasks.models import SubTask, Task, TaskEvent
+from tasks.states import TASK_FINAL
 from tests.factories import plugin_approved
 
 from .conftest import NODE, other_host_key, ssh_hosts
@@ -41,7 +42,7 @@ def _task(api, plugin: str, *, run_as: str = "root", timeout: int | None = None,
 
 
 def _finished(task_id: int) -> list[SubTask]:
-    _until(lambda: Task.objects.get(pk=task_id).status in ("finished", "stopped")
+    _until(lambda: Task.objects.get(pk=task_id).status in TASK_FINAL
            and not SubTask.objects.filter(task_id=task_id, status__in=("running", "paused"))
            .exists(), "task not finished")
     return list(SubTask.objects.filter(task_id=task_id).select_related("host").order_by("id"))

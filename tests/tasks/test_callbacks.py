@@ -235,7 +235,7 @@ def test_receiver_down_then_up_gets_every_event_in_order_signed(api, workers, bu
         receiver = Receiver(receiver_port)  # the receiver comes up after the first failure
         while True:
             seqs = {e["seq"] for _, body in receiver.posts for e in json.loads(body)}
-            finished = Task.objects.get(pk=created["id"]).status == "finished"
+            finished = Task.objects.get(pk=created["id"]).status == "succeeded"
             total = TaskEvent.objects.filter(task_id=created["id"]).count()
             if finished and len(seqs) == total:
                 break

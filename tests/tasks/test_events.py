@@ -6,6 +6,7 @@ import time
 import pytest
 
 from tasks.models import Task, TaskEvent
+from tasks.states import TASK_FINAL
 from tests.factories import plugin_approved
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -43,7 +44,7 @@ def test_reconnect_with_last_event_id_gets_every_event_once_in_order(api, worker
     url = f"/api/v1/tasks/{created['id']}/events/"
     first, ended = _sse_events(api.get(url, HTTP_ACCEPT="text/event-stream"), stop_after=7)
     assert not ended and len(first) == 7
-    assert Task.objects.get(pk=created["id"]).status != "finished"  # we left mid-task
+    assert Task.objects.get(pk=created["id"]).status not in TASK_FINAL  # we left mid-task
     rest, ended = _sse_events(api.get(
         url, HTTP_ACCEPT="text/event-stream", HTTP_LAST_EVENT_ID=str(first[-1]["seq"])
     ))
@@ -59,7 +60,8 @@ def test_json_pages_and_bad_parameters(api, workers, fleet):
         "plugin": "ping", "params": {}, "target": {"nodes": ["corp/test"]}, "run_as": "root",
     }, format="json").json()
     deadline = time.monotonic() + 30
-    while Task.objects.get(pk=created["id"]).status != "finished" and time.monotonic() < deadline:
+    while Task.objects.get(pk=created["id"]).status not in TASK_FINAL:
+        assert time.monotonic() < deadline, "the task did not end"
         time.sleep(0.05)
     url = f"/api/v1/tasks/{created['id']}/events/"
     page = api.get(url, {"after": 0, "limit": 12}).json()

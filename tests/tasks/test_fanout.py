@@ -72,9 +72,9 @@ def _ok(request: dict[str, Any], *_: Any) -> dict[str, Any]:
     return {"ok": True, "result": make_result(job_id, "success", 0, NO_OUTPUT, NO_OUTPUT, 0.0)}
 
 
-def _run(jobs: list[HostJob]) -> dict[int, HostResult]:
+def _run(jobs: list[HostJob], fan: fanout.Fanout = FANOUT) -> dict[int, HostResult]:
     saved: dict[int, HostResult] = {}
-    FANOUT.run(jobs, lambda batch: saved.update({r.subtask_id: r for r in batch}))
+    fan.run(jobs, lambda batch: saved.update({r.subtask_id: r for r in batch}))
     return saved
 
 
@@ -115,3 +115,17 @@ def test_silence_past_the_deadline_then_a_bad_status_reply_leaves_that_host_to_t
     good = ScriptedAgent("good", os.urandom(32), _ok)
     saved = _run([_job(1, silent.endpoint()), _job(2, good.endpoint())])
     assert {sid: r.status for sid, r in saved.items()} == {2: "success"}
+
+
+def test_a_pre_encoded_run_request_carries_each_hosts_own_id_and_the_tasks_fields():
+    fields = {"meta": {"plugin": "p"}, "signature": "s", "body": 'echo "é\\n"', "account": "a",
+              "timeout": 5, "params": {"x": [1, "2"]}}
+    import json
+
+    common = TaskJob(fields, json.dumps(fields).encode()[1:-1])
+    one, two = (HostJob(i, Endpoint(f"h{i}", "127.0.0.1", 1, b"k" * 32), job_id, common)
+                for i, job_id in ((1, "u/1"), (2, 'odd "id"\\')))
+    for job, rid in ((one, 7), (two, 8)):
+        request = json.loads(job.run_request(rid))
+        assert request == {"op": "run", "rid": rid, "job": {"id": job.job_id, **fields}}
+        assert request["job"] == job.job

@@ -106,7 +106,10 @@ def test_task_pause_freezes_every_host_then_stop_ends_it(api, running):
            "not all paused")
     assert all(_until(lambda p=p: paused_states(p), "not frozen") for p in pgids)
     assert Task.objects.get(pk=task_id).status == "paused"
-    api.post(f"/api/v1/tasks/{task_id}/stop/")
+    stopping = api.post(f"/api/v1/tasks/{task_id}/stop/").json()
+    # The hosts have not confirmed yet: the task says so, and has not ended.
+    assert (stopping["status"], stopping["finished_at"]) == ("stopping", None)
+    assert api.post(f"/api/v1/tasks/{task_id}/resume/").status_code == 409
     _until(lambda: Task.objects.get(pk=task_id).finished_at is not None, "stop never ended")
     assert set(SubTask.objects.filter(task_id=task_id).values_list("status", flat=True)) == {
         "stopped"

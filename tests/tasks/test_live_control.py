@@ -54,21 +54,21 @@ def test_batches_pause_after_one_then_half_then_run_the_rest(api, workers, fleet
     assert _ended(task_id) == 6
     assert "batch 2 of 3" in second.paused_reason
     api.post(f"/api/v1/tasks/{task_id}/resume/")
-    assert _wait(task_id, ("finished",)).status == "finished"
+    assert _wait(task_id, ("succeeded",)).status == "succeeded"
     assert _ended(task_id) == 10
 
 
 def test_auto_resume_goes_on_by_itself_when_nothing_failed(api, workers, fleet):
     task_id = _create(api, "ping", batches=[1, "100%"], auto_resume=1)
     _wait(task_id, ("paused",))
-    assert _wait(task_id, ("finished",)).status == "finished"
+    assert _wait(task_id, ("succeeded",)).status == "succeeded"
     assert _ended(task_id) == 10
 
 
 def test_concurrency_two_never_runs_more_than_two(api, workers, fleet):
     plugin_approved("nap", BODY_SLEEP)
     task_id = _create(api, "nap", {"seconds": 0.3}, concurrency=2)
-    _wait(task_id, ("finished",))
+    _wait(task_id, ("succeeded",))
     assert _ended(task_id) == 10
     assert _most_running_at_once(task_id) == 2
 
@@ -84,8 +84,8 @@ def test_failure_threshold_pauses_after_the_second_failure(api, workers, fleet, 
     assert TaskEvent.objects.filter(task_id=task_id, to_status="failed").count() == 2
     assert _ended(task_id) == 2
     api.post(f"/api/v1/tasks/{task_id}/resume/")
-    task = _wait(task_id, ("finished", "paused"))
-    assert task.status == "finished", task.paused_reason  # one more failure is under the threshold
+    task = _wait(task_id, ("failed", "paused"))
+    assert task.status == "failed", task.paused_reason  # one more failure is under the threshold
     assert TaskEvent.objects.filter(task_id=task_id, to_status="failed").count() == 3
 
 
@@ -93,8 +93,8 @@ def test_high_priority_is_not_delayed_by_a_flood_of_normal_work(api, workers, fl
     plugin_approved("nap", BODY_SLEEP)
     flood = [_create(api, "nap", {"seconds": 4}) for _ in range(10)]
     urgent = _create(api, "ping", priority="high")
-    done = _wait(urgent, ("finished",), timeout=30)
+    done = _wait(urgent, ("succeeded",), timeout=30)
     assert _ended(urgent) == 10
     for task_id in flood:
-        task = _wait(task_id, ("finished",), timeout=60)
+        task = _wait(task_id, ("succeeded",), timeout=60)
         assert task.finished_at > done.finished_at

@@ -86,9 +86,11 @@ def test_stop_in_each_task_state(api, hosts):
         task = _task(api)
         Task.objects.filter(pk=task["id"]).update(status=status)
         assert api.post(f"/api/v1/tasks/{task['id']}/stop/").json()["status"] == "stopped"
-    finished = _task(api)
-    Task.objects.filter(pk=finished["id"]).update(status="finished")
-    assert api.post(f"/api/v1/tasks/{finished['id']}/stop/").status_code == 409
+    for final in ("succeeded", "failed", "stopped"):
+        ended = _task(api)
+        Task.objects.filter(pk=ended["id"]).update(status=final)
+        response = api.post(f"/api/v1/tasks/{ended['id']}/stop/")
+        assert response.status_code == 409 and final in response.json()["detail"]
 
 
 def test_who_may_operate(api, hosts):

@@ -48,7 +48,7 @@ def test_kill_9_of_a_worker_mid_shard_loses_nothing(api, workers, builtins, tmp_
         worker.wait()
         workers.start("worker-dc1")
         wait_for(lambda: workers_ready(settings.CELERY_BROKER_URL), "worker-dc1 again", 60)
-        _until(lambda: Task.objects.get(pk=task_id).status == "finished",
+        _until(lambda: Task.objects.get(pk=task_id).status == "succeeded",
                "the sitter did not finish the task", every=sitter_run)
     finally:
         fleet.stop()

@@ -11,6 +11,7 @@ from django.conf import settings
 
 from tasks.broadcast import channel_name
 from tasks.models import SubTask, Task, TaskEvent
+from tasks.states import TASK_FINAL
 from tests.factories import Fleet, free_port, hosts_make
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -44,7 +45,7 @@ def _wait_finished(task_id: int, timeout: float = 60) -> Task:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         task = Task.objects.get(pk=task_id)
-        if task.status == "finished":
+        if task.status in TASK_FINAL:
             return task
         time.sleep(0.1)
     pytest.fail(f"task {task_id} not finished: {list(SubTask.objects.values_list('status'))}")
@@ -70,6 +71,7 @@ def test_ping_runs_on_both_datacenters_end_to_end(api, workers, fleets):
     )
     assert response.status_code == 201, response.content
     task = _wait_finished(response.json()["id"])
+    assert task.status == "succeeded"
 
     subtasks = list(SubTask.objects.filter(task=task).select_related("host", "datacenter"))
     assert len(subtasks) == 2 * HOSTS_PER_DC
@@ -102,6 +104,7 @@ def test_unreachable_hosts_fail_with_reason(api, workers, builtins):
         format="json",
     )
     task = _wait_finished(response.json()["id"])
+    assert task.status == "failed"
     reasons = set(SubTask.objects.filter(task=task).values_list("status", "reason"))
     assert len(reasons) == 1
     status, reason = reasons.pop()

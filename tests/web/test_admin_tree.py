@@ -51,3 +51,28 @@ def test_rights_granted_on_the_object_permissions_page_are_saved_and_audited(
     assert "Permissions saved" in page.content()
     assert set(get_perms(Group.objects.get(name="OP"), sh)) == {"view_node", "operate_node"}
     assert RightsAudit.objects.filter(principal="group:OP", action="grant").count() == 2
+
+
+def test_rights_page_shows_the_three_rights_inherited_and_included(login, live_server, tree):
+    from django.contrib.auth import get_user_model
+    from guardian.shortcuts import assign_perm
+
+    ops = get_user_model().objects.create_user("ops")
+    assign_perm("operate_node", ops, tree["corp/search"])
+    assign_perm("admin_node", Group.objects.get(name="OP"), tree["corp/search/frontend/sh"])
+    page = login("root-admin")
+    page.goto(f"{live_server.url}/admin/permissions/node/{tree['corp/search/frontend/sh'].pk}"
+              "/permissions/")
+    assert page.locator("#rights thead th").all_text_contents()[1:4] == ["view", "operate", "admin"]
+    cells = {row.locator("td").first.inner_text(): row.locator("td").all_inner_texts()[1:4]
+             for row in page.locator("#rights tbody tr").all()}
+    assert cells["user: ops"] == ["✓ included in operate", "✓ from corp/search", "—"]
+    assert cells["group: OP"] == ["✓ included in admin", "—", "✓ granted here"]
+    assert "operate and admin include view" in page.inner_text("#legend")
+    assert "add" not in " ".join(page.locator("#rights thead th").all_text_contents()).lower()
+    page.fill("#id_user", "nobody-like-this")
+    with page.expect_navigation():
+        page.click("input[name=submit_manage_user]")
+    errors = page.locator(".errorlist").all_inner_texts()
+    assert errors == ["This user does not exist"]
+    page.screenshot(path=str(settings.VAR_DIR / "admin-rights-page.png"), full_page=True)

@@ -26,8 +26,15 @@ class Command(BaseCommand):
             help="NAME=ADDRESS:PORT where the datacenter's simulated fleet is reached",
         )
         parser.add_argument("--listen-host", default="127.0.0.1", help="the fleets bind here")
+        parser.add_argument(
+            "--exec", dest="exec_mode", choices=["process", "dry"], default="process",
+            help="process: the fleets run each plugin; dry: they check each job and answer "
+                 "without spawning (one machine cannot fork as many processes a second as "
+                 "thousands of hosts)",
+        )
 
-    def handle(self, *args, hosts_per_dc: int, fleet: list, listen_host: str, **kw) -> None:
+    def handle(self, *args, hosts_per_dc: int, fleet: list, listen_host: str,
+               exec_mode: str = "process", **kw) -> None:
         if hosts_per_dc < 1:
             raise CommandError("--hosts-per-dc must be at least 1")
         for name, address, port in fleet:
@@ -38,6 +45,6 @@ class Command(BaseCommand):
             )
             call_command(
                 "fleet_config", datacenter=name, listen=f"{listen_host}:{port}",
-                out=settings.VAR_DIR / f"fleet-{name}.json", verbosity=0,
+                exec_mode=exec_mode, out=settings.VAR_DIR / f"fleet-{name}.json", verbosity=0,
             )
         self.stdout.write(f"seeded {len(fleet)} datacenters x {hosts_per_dc} hosts")
