@@ -522,7 +522,7 @@ class CcsStack:
     def run(self, size: int, shell: str, account: str, cold: bool) -> Run:
         from tasks.models import SubTask
 
-        node = f"bench-ssh/{shell}/{'cold' if cold else 'pooled'}/n{size}"
+        node = f"bench/ssh/{shell}/{'cold' if cold else 'pooled'}/n{size}"
         if (size, shell, cold) not in self.nodes:
             _ssh_hosts_ensure(self.hosts, size, node, account, "dc2" if cold else "dc1")
             self.nodes.add((size, shell, cold))
@@ -750,7 +750,7 @@ def install_measure(hosts: LoopbackHosts, size: int, say) -> dict:
     """`agent_install` on `size` hosts, twice (the second changes nothing), then undone."""
     from permissions.models import Host as HostRow
 
-    node, prefix = f"bench-ssh/install/n{size}", f"bench-install-n{size}"
+    node, prefix = f"bench/ssh/install/n{size}", f"bench-install-n{size}"
     _ssh_hosts_ensure(hosts, size, node, INSTALL_ACCOUNT, "dc1", prefix=prefix,
                       agent_ports=True)
     rows = HostRow.objects.filter(hostname__startswith=f"{prefix}-")
