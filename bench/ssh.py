@@ -47,6 +47,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -193,7 +194,17 @@ class CpuGroup:
         return int((self.path / "cpuacct.usage").read_text()) / 1e9
 
     def remove(self) -> None:
-        with contextlib.suppress(OSError):  # a process is still in it: harmless
+        """Remove the group once its processes are gone; the ones the tools left behind
+        (ansible's ControlPersist masters, sshd sessions closing) are asked to end."""
+        for _ in range(50):
+            pids = [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGTERM)
+            time.sleep(0.1)
+        with contextlib.suppress(OSError):  # still busy: the kernel keeps it, harmless
             self.path.rmdir()
 
 
