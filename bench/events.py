@@ -112,7 +112,7 @@ def summary_times(hosts: int, repeat: int = 5) -> None:
     with transaction.atomic():
         task = Task.objects.create(
             plugin_version=PluginVersion.objects.get(plugin__name="ping", number=1),
-            run_as="root", timeout=30, status="finished", total_hosts=len(ids),
+            run_as="root", timeout=30, status="succeeded", total_hosts=len(ids),
             creator=get_user_model().objects.get(username="bench"),
         )
         outcomes = [("success", 0, "pong\n", ""), ("failed", 1, "disk full\n", ""),

@@ -11,7 +11,7 @@ from django.db import close_old_connections
 
 from .broadcast import channel_name
 from .models import Task, TaskEvent
-from .states import TASK_ACTIVE
+from .states import FINAL, TASK_ACTIVE
 from .transitions import Moved, event_payload
 
 PAGE = 1000
@@ -53,9 +53,11 @@ class EventStream:
             while True:
                 message = self.pubsub.get_message(timeout=1.0)
                 if message is not None:
-                    yield from self._announced(json.loads(message["data"]))
+                    events = json.loads(message["data"])
+                    yield from self._announced(events)
                     quiet_since = time.monotonic()
-                    continue
+                    if not any(event.get("to") in FINAL for event in events):
+                        continue  # the task cannot have ended: no need to look
                 status, newest = self._task_state()
                 if newest > self.last:
                     yield from self._catch_up()  # committed but not (yet) announced

@@ -34,7 +34,7 @@ from ..results import HostResult
 from .jobs import HostJob
 from .names import resolver
 from .replies import failure, result_from_reply, result_from_view
-from .ssh import SSH, SshEndpoint
+from .ssh import SSH, SshEndpoint, SshJobLost
 
 log = logging.getLogger(__name__)
 # Time the agent may need beyond the plugin's timeout to kill it and answer.
@@ -257,6 +257,9 @@ class Shard:
         timeout = job.common.fields["timeout"] + REPLY_MARGIN
         try:
             reply = await SSH.request(job.endpoint, {"op": RUN, "job": job.job}, timeout)
+        except SshJobLost as exc:
+            self._leave(job, str(exc))  # it may still run there: the sitter pulls its outcome
+            return
         except (ChannelError, OSError, TimeoutError) as exc:
             self._record(failure(job.subtask_id, f"unreachable: {type(exc).__name__} {exc}"))
             return

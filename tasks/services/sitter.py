@@ -64,8 +64,12 @@ def _requeue_stale(task: Task, now: datetime) -> int:
 def subtasks_pull(*, task_id: int, subtask_ids: list[int]) -> dict[str, int]:
     """Ask each agent for its job's status by id and record what it says: the result of a
     finished job; a re-dispatch of a job it never received; `lost` if it stays unreachable.
-    A job still running or paused is left alone."""
-    jobs = shard_jobs(task_id, subtask_ids)
+    A job still running or paused is left alone. Subtasks (or a task) deleted meanwhile are
+    skipped."""
+    try:
+        jobs = shard_jobs(task_id, subtask_ids)
+    except Task.DoesNotExist:
+        return {}
     replies = FANOUT.call_all(
         [(job.endpoint, {"op": "status", "job_id": job.job_id}) for job in jobs],
         timeout=settings.CCS_SITTER_PULL_TIMEOUT,
@@ -76,12 +80,15 @@ def subtasks_pull(*, task_id: int, subtask_ids: list[int]) -> dict[str, int]:
     for job, reply in zip(jobs, replies, strict=True):
         state, result = _state(reply)
         counts[state] += 1
+        started_at = started.get(job.subtask_id)
         if state == DONE:
             results.append(result_from_view(job.subtask_id, result))
         elif state == UNKNOWN:
             unknown.append(job.subtask_id)
-        elif state == "unreachable" and started[job.subtask_id] < lost_after:
-            results.append(lost(job.subtask_id, f"agent unreachable: {reply}"))
+        elif state == "unreachable" and started_at is not None and started_at < lost_after:
+            # the reason says what happened, not where: outcomes are grouped by reason
+            why = getattr(reply, "reason", None) or type(reply).__name__
+            results.append(lost(job.subtask_id, f"agent unreachable: {why}"))
     if results:
         hostnames = {job.subtask_id: job.hostname for job in jobs}
         shard_results_save(task_id=task_id, results=results, hostnames=hostnames)
