@@ -211,7 +211,7 @@ class Shard:
 
     def _write(self, conn: Connection, job: HostJob) -> bool:
         try:
-            conn.send(job.run_request, lambda reply: self._replied(job, reply))
+            job.send(conn, lambda reply: self._replied(job, reply))
         except ChannelError:
             return False
         return True
@@ -219,9 +219,7 @@ class Shard:
     async def _connect_and_send(self, job: HostJob, attempt: int) -> None:
         """Attempt 0 is the first delivery; later ones follow a dropped channel."""
         try:
-            await self.pool.connect_and_send(
-                job.endpoint, job.run_request, lambda reply: self._replied(job, reply)
-            )
+            await job.connect_and_send(self.pool, lambda reply: self._replied(job, reply))
         except ChannelError as exc:
             if attempt == 0:
                 # never delivered: the job did not run

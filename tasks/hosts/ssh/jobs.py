@@ -23,10 +23,12 @@ from agent.errors import JobRefused
 from agent.executor import CLEAN_PATH, KILL_GRACE, param_env
 from agent.protocol import INTERPRETERS, JobChecker
 from agent.results import STOPPED_BEFORE_START, STOPPED_BY_OPERATOR, Stream, make_result
+from agent.revocations import Revocations, RevocationsRefused
 from agent.signing import load_public_key
 from permissions.hostkeys import HostKeyRefused
 from plugins.signing import accepted_public_keys_pem
 
+from ..revocations import NEWEST, IssuedList
 from . import remote
 from .connections import SshConnections
 from .endpoint import SshEndpoint
@@ -122,14 +124,22 @@ class RemoteRefused(Exception):
 
 def job_check(job: object) -> dict[str, Any]:
     """The agent's checks that need nothing of the host (PROTOCOL.md section 6), made by the
-    control plane itself before connecting, with the keys agents are installed with."""
-    return _checker(tuple(accepted_public_keys_pem())).check(job)
+    control plane itself before connecting, with the keys agents are installed with and the
+    newest revocation list this process has loaded (its shard's, or a newer one)."""
+    try:
+        checker = _checker(tuple(accepted_public_keys_pem()), NEWEST.issued)
+    except RevocationsRefused as exc:  # a list the control plane's own keys do not verify
+        raise JobRefused(f"revocations-refused: {exc.reason}") from None
+    return checker.check(job)
 
 
 @lru_cache(maxsize=4)
-def _checker(pems: tuple[str, ...]) -> JobChecker:
+def _checker(pems: tuple[str, ...], issued: IssuedList | None) -> JobChecker:
     keys: list[Ed25519PublicKey] = [load_public_key(pem) for pem in pems]
-    return JobChecker(keys)
+    revocations = Revocations(keys)
+    if issued is not None:
+        revocations.offer(json.loads(issued.document))
+    return JobChecker(keys, revocations=revocations)
 
 
 def job_run(connections: SshConnections, endpoint: SshEndpoint,
