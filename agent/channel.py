@@ -8,7 +8,6 @@ stream helpers at the end of this module all speak exactly the same bytes.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import json
 import os
@@ -162,7 +161,7 @@ def _frame(body: bytes) -> bytes:
 
 
 def _proof(key: bytes, role: bytes, host: bytes, nc: bytes, ns: bytes) -> bytes:
-    return hmac.new(key, b"ccs/v1/" + role + b"|" + host + nc + ns, hashlib.sha256).digest()
+    return hmac.digest(key, b"ccs/v1/" + role + b"|" + host + nc + ns, "sha256")
 
 
 def hkdf_sha256(ikm: bytes, salt: bytes, infos: tuple[bytes, ...]) -> list[bytes]:

@@ -62,6 +62,7 @@ class Connection(asyncio.Protocol):
         self.endpoint = endpoint
         self._first = first
         self.closed = False
+        self.revocation_serial = 0  # the newest revocation list sent on it (PROTOCOL.md 13.4)
         self.ready: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
         self.pending: dict[int, OnReply] = {}
         self.transport: asyncio.Transport | None = None
@@ -229,15 +230,17 @@ class ChannelPool:
 
     async def connect_and_send(
         self, endpoint: Endpoint, encode: Callable[[int], bytes], on_reply: OnReply
-    ) -> None:
+    ) -> Connection:
         """Connect and send one request, written with the handshake's last message when this
-        call makes the connection. Raises ChannelError if the connection could not be made
-        (the request was not sent); once sent, `on_reply` gets the reply or the error."""
+        call makes the connection; returns the connection. Raises ChannelError if the
+        connection could not be made (the request was not sent); once sent, `on_reply` gets
+        the reply or the error."""
         future = self._connecting.get(endpoint)
         if future is None:
-            await asyncio.shield(self._start_connect(endpoint, (encode, on_reply)))
-            return
-        (await asyncio.shield(future)).send(encode, on_reply)
+            return await asyncio.shield(self._start_connect(endpoint, (encode, on_reply)))
+        conn = await asyncio.shield(future)
+        conn.send(encode, on_reply)
+        return conn
 
     def _start_connect(
         self, endpoint: Endpoint, first: tuple[Callable[[int], bytes], OnReply] | None

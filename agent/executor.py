@@ -31,6 +31,7 @@ from agent.results import (
     refused_result,
     stopped_before_start,
 )
+from agent.revocations import Revocations
 from agent.workdir import JobDir, Owner, WorkDirError, WorkRoot, default_work_dir
 
 __all__ = [
@@ -100,14 +101,17 @@ class Executor:
         kill_grace: float = KILL_GRACE,
         work_dir: str | None = None,
         containment: str = AUTO,
+        revocations: Revocations | None = None,
     ) -> None:
         """`work_dir`: where job directories are made (workdir.default_work_dir() if None);
-        `containment`: what holds a job's processes together (see agent.containment)."""
+        `containment`: what holds a job's processes together (see agent.containment);
+        `revocations`: the revocation list jobs are checked against (an empty one if None)."""
         if exec_mode not in EXEC_MODES:
             raise ValueError(f"exec_mode: must be one of {', '.join(EXEC_MODES)}")
         if output_cap < 0:
             raise ValueError("output_cap: must not be negative")
-        self.checker = JobChecker(public_keys)
+        self.checker = JobChecker(public_keys, revocations=revocations)
+        self.revocations = self.checker.revocations
         self.exec_mode = exec_mode
         self.output_cap = output_cap
         self.kill_grace = kill_grace

@@ -26,6 +26,8 @@ from agent.protocol import (
     PAUSED,
     RESULT,
     RESUME,
+    REVOCATION_SERIAL,
+    REVOCATIONS,
     RUN,
     RUNNING,
     STATUS,
@@ -97,6 +99,7 @@ class Jobs:
             PAUSE: self._op_pause,
             RESUME: self._op_resume,
             STOP: self._op_stop,
+            REVOCATIONS: lambda host, message: executor.revocations.op(host.host_id, message),
         }
 
     def open(self, host_ids: list[str]) -> None:
@@ -104,6 +107,7 @@ class Jobs:
         self._started = time.monotonic()
         if self._spool is not None:
             self._spool.open()
+        self.executor.revocations.load()  # before recovery: spooled jobs are checked against it
         for host_id in host_ids:
             store = self._spool.store(host_id) if self._spool is not None else MemoryStore()
             self.hosts[host_id] = host = HostJobs(host_id, store)
@@ -217,6 +221,7 @@ class Jobs:
                 return {"ok": True, "result": stored}
         if known is None:
             try:
+                self.executor.revocations.require(message.get(REVOCATION_SERIAL))
                 plan = self.executor.check(job)
             except JobRefused as exc:
                 event("job-refused", host=host.host_id, job=job_id, reason=exc.reason)

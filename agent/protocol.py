@@ -14,14 +14,18 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.errors import JobRefused
+from agent.revocations import Revocations
 from agent.signing import check_meta, verify
 
 # Operations (5.1): the agent's allowlist.
-HEALTH, RUN, STATUS, RESULT, PAUSE, RESUME, STOP = (
-    "health", "run", "status", "result", "pause", "resume", "stop"
+HEALTH, RUN, STATUS, RESULT, PAUSE, RESUME, STOP, REVOCATIONS = (
+    "health", "run", "status", "result", "pause", "resume", "stop", "revocations"
 )
-OPS = (HEALTH, RUN, STATUS, RESULT, PAUSE, RESUME, STOP)
+OPS = (HEALTH, RUN, STATUS, RESULT, PAUSE, RESUME, STOP, REVOCATIONS)
 JOB_OPS = (STATUS, RESULT, PAUSE, RESUME, STOP)  # addressed to a job id
+# A `run` request's field: the revocation list serial the agent must have at least (13.4); and
+# the `health` reply's field saying which one it has.
+REVOCATION_SERIAL = "revocation_serial"
 
 # Job states in a job view (5.2).
 UNKNOWN, RUNNING, PAUSED, STOPPING, DONE = "unknown", "running", "paused", "stopping", "done"
@@ -49,17 +53,25 @@ VERIFIED_CACHE = 1024
 
 
 class JobChecker:
-    """Checks 1 to 6 of section 6, the ones that need nothing of the host: fields, metadata,
-    body hash, signature, account allowed, timeout, interpreter named.
+    """Checks 1 to 7 of section 6, the ones that need nothing of the host: fields, metadata,
+    body hash, signature, not revoked, account allowed, timeout, interpreter named.
 
     One plugin version arrives in every job of a task, so what was verified is remembered (the
     most recent `size` signatures): a job whose metadata and body equal a verified version's
     skips the Ed25519 check and the hash. The metadata's types are checked first, so equal
-    values mean the same signed bytes.
+    values mean the same signed bytes. The revocation list is looked at for every job, cached
+    or not, so a version verified before it was revoked is refused from then on.
     """
 
-    def __init__(self, public_keys: list[Ed25519PublicKey], size: int = VERIFIED_CACHE) -> None:
+    def __init__(
+        self,
+        public_keys: list[Ed25519PublicKey],
+        size: int = VERIFIED_CACHE,
+        *,
+        revocations: Revocations | None = None,
+    ) -> None:
         self.public_keys = list(public_keys)
+        self.revocations = revocations if revocations is not None else Revocations(self.public_keys)
         self._size = size
         self._verified: OrderedDict[str, tuple[dict[str, Any], str]] = OrderedDict()
 
@@ -77,6 +89,8 @@ class JobChecker:
                 raise JobRefused("body-hash-mismatch")
             verify(self.public_keys, meta, signature)
             self._remember(signature, meta, body)
+        if (revoked := self.revocations.refusal(meta)) is not None:
+            raise JobRefused(revoked)
         if job["account"] not in meta["run_as"]:
             raise JobRefused(f"account-not-allowed: {job['account']}")
         if not 1 <= job["timeout"] <= meta["timeout"]:
@@ -144,6 +158,13 @@ def job_view(reply: object) -> tuple[str, dict[str, Any] | None]:
     if state not in STATES:
         raise BadReply(f"state: {_text(state, 'missing')}")
     return state, result_check(reply.get("result")) if state == DONE else None
+
+
+def revocation_serial(reply: object) -> int:
+    """The revocation list serial a `health` or `revocations` reply names; 0 when it names
+    none (an agent that has no list, or one older than lists)."""
+    value = reply.get(REVOCATION_SERIAL) if isinstance(reply, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def result_check(result: object) -> dict[str, Any]:

@@ -23,6 +23,8 @@ from agent.errors import ChannelError
 from agent.executor import KILL_GRACE, OUTPUT_CAP, Executor
 from agent.jobs import RETENTION, Jobs, Message
 from agent.log import event
+from agent.protocol import REVOCATION_SERIAL
+from agent.revocations import Revocations, revocations_file
 from agent.signing import load_public_key
 from agent.spool import SpoolRoot
 
@@ -75,13 +77,16 @@ class AgentServer:
         self.max_frame = max_frame
         self.handshake_timeout = handshake_timeout
         self.limits = limits or Limits.for_identities(len(keys))
+        accepted = [_public_key(k) for k in public_keys]
+        self.revocations = Revocations(accepted, revocations_file(spool))
         self.executor = Executor(
-            [_public_key(k) for k in public_keys],
+            accepted,
             exec_mode=exec_mode,
             output_cap=output_cap,
             kill_grace=kill_grace,
             work_dir=work_dir,
             containment=containment,
+            revocations=self.revocations,
         )
         self.jobs = Jobs(
             self.executor,
@@ -149,7 +154,8 @@ class AgentServer:
 
     def _health(self) -> dict[str, Any]:
         return {"rejected": dict(self.counters), "rejected_total": sum(self.counters.values()),
-                "containment": self.executor.containment.kind}
+                "containment": self.executor.containment.kind,
+                REVOCATION_SERIAL: self.revocations.serial}
 
 
 class _Connection(asyncio.Protocol):

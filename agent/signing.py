@@ -25,7 +25,7 @@ META_FIELDS: dict[str, type] = {
     "run_as": list,
     "timeout": int,
 }
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}\Z")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}\Z")
 
 
 def canonical_bytes(meta: dict[str, Any]) -> bytes:
@@ -37,27 +37,33 @@ def canonical_bytes(meta: dict[str, Any]) -> bytes:
 
 def check_meta(meta: object) -> None:
     """Raise ValueError naming the first field of `meta` that is missing, extra or malformed."""
-    if not isinstance(meta, dict):
-        raise ValueError("meta: must be an object")
-    missing = sorted(META_FIELDS.keys() - meta.keys())
-    extra = sorted(str(k) for k in meta.keys() - META_FIELDS.keys())
-    if missing:
-        raise ValueError(f"{missing[0]}: missing")
-    if extra:
-        raise ValueError(f"{extra[0]}: unexpected field")
-    for name, kind in META_FIELDS.items():
-        value = meta[name]
-        # bool is an int subclass; True must not pass as version 1
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise ValueError(f"{name}: must be {kind.__name__}")
+    fields_check(meta, META_FIELDS, "meta")
+    assert isinstance(meta, dict)
     if not meta["plugin"]:
         raise ValueError("plugin: must not be empty")
-    if not _SHA256_HEX.match(meta["sha256"]):
+    if not SHA256_HEX.match(meta["sha256"]):
         raise ValueError("sha256: must be 64 lowercase hex digits")
     if not all(isinstance(a, str) and a for a in meta["run_as"]):
         raise ValueError("run_as: must be a list of account names")
     if meta["timeout"] < 1:
         raise ValueError("timeout: must be at least 1")
+
+
+def fields_check(value: object, fields: dict[str, type], where: str, prefix: str = "") -> None:
+    """Raise ValueError unless `value` (named `where`) is an object with exactly these fields,
+    each of its JSON type; the error names the first bad field, after `prefix`."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: must be an object")
+    missing = sorted(fields.keys() - value.keys())
+    extra = sorted(str(k) for k in value.keys() - fields.keys())
+    if missing:
+        raise ValueError(f"{prefix}{missing[0]}: missing")
+    if extra:
+        raise ValueError(f"{prefix}{extra[0]}: unexpected field")
+    for name, kind in fields.items():
+        # bool is an int subclass; True must not pass as version 1
+        if not isinstance(value[name], kind) or isinstance(value[name], bool):
+            raise ValueError(f"{prefix}{name}: must be {kind.__name__}")
 
 
 def sign(private_key: Ed25519PrivateKey, meta: dict[str, Any]) -> str:
@@ -68,17 +74,26 @@ def sign(private_key: Ed25519PrivateKey, meta: dict[str, Any]) -> str:
 def verify(public_keys: list[Ed25519PublicKey], meta: dict[str, Any], signature_b64: str) -> None:
     """Raise JobRefused("bad-signature") unless one of the keys verifies the signature."""
     try:
-        signature = base64.b64decode(signature_b64, validate=True)
         message = canonical_bytes(meta)
-    except (binascii.Error, ValueError, TypeError):
+    except (ValueError, TypeError):
         raise JobRefused("bad-signature") from None
+    if not verified(public_keys, message, signature_b64):
+        raise JobRefused("bad-signature")
+
+
+def verified(public_keys: list[Ed25519PublicKey], message: bytes, signature_b64: str) -> bool:
+    """Whether one of the keys verifies a base64 signature of these bytes."""
+    try:
+        signature = base64.b64decode(signature_b64, validate=True)
+    except (binascii.Error, ValueError, TypeError):
+        return False
     for key in public_keys:
         try:
             key.verify(signature, message)
         except InvalidSignature:
             continue
-        return
-    raise JobRefused("bad-signature")
+        return True
+    return False
 
 
 def load_private_key(pem: bytes) -> Ed25519PrivateKey:

@@ -379,27 +379,31 @@ class SpoolStore:
 
     def _write(self, key: str, kind: str, record: dict[str, Any]) -> None:
         self._ensure()
-        path = self._file(key, kind)
-        tmp = path + ".tmp"
-        data = json.dumps(record).encode()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        except OSError:
-            os.unlink(tmp)
-            raise
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        _fsync_dir(self.path)
+        write_durably(self._file(key, kind), json.dumps(record).encode())
 
     def _remove(self, key: str, kinds: Any) -> None:
         for kind in kinds:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._file(key, kind))
+
+
+def write_durably(path: str, data: bytes) -> None:
+    """Write a file (mode 0600) so that it is either whole or absent after a crash: to
+    `<path>.tmp`, fsynced, renamed into place, and its directory fsynced."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError:
+        os.unlink(tmp)
+        raise
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(path) or ".")
 
 
 def _read_json(path: str) -> dict[str, Any]:

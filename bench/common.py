@@ -3,6 +3,7 @@ simulated datacenters with one agent fleet each, and the Procfile's processes ru
 
 import math
 import os
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -108,7 +109,9 @@ def dc_worker_command(datacenter: str) -> str:
     """The Procfile's datacenter worker line, for any datacenter."""
     from ccs.stack import procfile_entries
 
-    return procfile_entries()["worker-dc1"].replace("dc1", datacenter)
+    command = procfile_entries()["worker-dc1"].replace("dc1", datacenter)
+    threads = os.environ.get("CCS_BENCH_WORKER_THREADS")  # experiments: -c of the workers
+    return re.sub(r" -c \d+ ", f" -c {threads} ", command) if threads else command
 
 
 @contextmanager

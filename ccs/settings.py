@@ -209,9 +209,16 @@ CCS_RESULT_FLUSH_MS = env_int("CCS_RESULT_FLUSH_MS", 200, minimum=1)
 # The SSH channel, for hosts without an agent (and agent installs). The client private key
 # (OpenSSH or PEM, unencrypted) is read from the file named by CCS_SSH_KEY_FILE (or given inline
 # in CCS_SSH_KEY); empty: the SSH channel is off. Each worker process runs at most
-# CCS_SSH_CONCURRENCY SSH jobs at once (paramiko blocks: one thread each).
+# CCS_SSH_CONCURRENCY SSH jobs at once (paramiko blocks: one thread each, asleep while its job
+# runs), opens at most CCS_SSH_CONNECTS new connections at once (a handshake costs CPU on both
+# ends), and keeps at most CCS_SSH_CONNECTIONS_PER_HOST connections open to a host, closed after
+# CCS_SSH_IDLE seconds unused (0: after each use), with a keepalive every CCS_SSH_KEEPALIVE s.
 CCS_SSH_KEY = env_str("CCS_SSH_KEY", "")
-CCS_SSH_CONCURRENCY = env_int("CCS_SSH_CONCURRENCY", 50, minimum=1)
+CCS_SSH_CONCURRENCY = env_int("CCS_SSH_CONCURRENCY", 1000, minimum=1)
+CCS_SSH_CONNECTS = env_int("CCS_SSH_CONNECTS", 32, minimum=1)
+CCS_SSH_CONNECTIONS_PER_HOST = env_int("CCS_SSH_CONNECTIONS_PER_HOST", 4, minimum=1)
+CCS_SSH_IDLE = env_int("CCS_SSH_IDLE", 60, minimum=0)
+CCS_SSH_KEEPALIVE = env_int("CCS_SSH_KEEPALIVE", 15, minimum=0)
 
 # Live event streams: a comment line this often keeps idle proxies from closing them.
 CCS_SSE_KEEPALIVE = env_int("CCS_SSE_KEEPALIVE", 15, minimum=1)

@@ -8,6 +8,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -133,7 +134,7 @@ class PluginVersionAdmin(ServiceAdmin):
     list_filter = ["status", "interpreter"]
     list_select_related = ["plugin", "author", "reviewer"]
     search_fields = ["plugin__name"]
-    actions = ["submit_selected"]
+    actions = ["submit_selected", "revoke_selected"]
     readonly_fields = ["number", "sha256", "status", "signature", "author", "reviewer",
                        "review_comment", "created_at", "submitted_at", "reviewed_at",
                        "retired_at", "review_link"]
@@ -176,6 +177,32 @@ class PluginVersionAdmin(ServiceAdmin):
             else:
                 self.message_user(request, f"{version} submitted for review")
 
+    def has_review_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(selectors.REVIEW_PERM)
+
+    @admin.action(description="Revoke selected versions for a flaw (every agent refuses them)",
+                  permissions=["review"])
+    def revoke_selected(self, request: HttpRequest, queryset) -> HttpResponse | None:
+        """Ask for the reason on a page of its own, then revoke each version through the
+        service (which checks who may); one message per version."""
+        form = RevokeForm(request.POST if "revoke" in request.POST else None)
+        if not form.is_valid():
+            context = {**self.admin_site.each_context(request), "opts": self.opts,
+                       "title": "Revoke plugin versions", "versions": queryset, "form": form,
+                       "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)}
+            return TemplateResponse(request, "admin/plugins/revoke.html", context)
+        for version in queryset:
+            try:
+                saved = services.plugin_version_revoke(
+                    actor=request.user, version_id=version.pk, reason=form.cleaned_data["reason"]
+                )
+            except ServiceError as exc:
+                self.message_user(request, exc.detail, messages.ERROR)
+            else:
+                self.message_user(request, f"{saved} revoked: revocation list "
+                                           f"{saved.revocation.serial} goes to every agent")
+        return None
+
     def get_urls(self):
         view = self.admin_site.admin_view
         return [
@@ -208,6 +235,13 @@ class PluginVersionAdmin(ServiceAdmin):
         context = {**self.admin_site.each_context(request), "opts": self.opts,
                    "title": f"Review {version}", **_review_context(request, version)}
         return TemplateResponse(request, "admin/plugins/review.html", context)
+
+
+class RevokeForm(forms.Form):
+    """The reason for revoking: the flaw found."""
+
+    reason = forms.CharField(max_length=checks.MAX_COMMENT, strip=True,
+                             widget=forms.Textarea(attrs={"cols": 80, "rows": 4}))
 
 
 DECISIONS: dict[str, Callable[..., PluginVersion]] = {

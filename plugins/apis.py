@@ -19,6 +19,7 @@ from .serializers import (
     PluginOut,
     RejectIn,
     RetireIn,
+    RevokeIn,
     VersionCreateIn,
     VersionFilterIn,
     VersionOut,
@@ -136,6 +137,17 @@ class PluginVersionViewSet(viewsets.GenericViewSet):
     def retire(self, request: Request, pk: str) -> Response:
         version = services.plugin_version_retire(
             actor=request.user, version_id=int(pk), **_valid(RetireIn, request)
+        )
+        return Response(VersionOut(version).data)
+
+    @extend_schema(
+        summary="Revoke a version for a flaw: retire it and have every agent refuse it",
+        request=RevokeIn, responses=VersionOut,
+    )
+    @action(detail=True, methods=["post"])
+    def revoke(self, request: Request, pk: str) -> Response:
+        version = services.plugin_version_revoke(
+            actor=request.user, version_id=int(pk), **_valid(RevokeIn, request)
         )
         return Response(VersionOut(version).data)
 

@@ -78,6 +78,15 @@ def comment_check(comment: object, *, required: bool) -> str:
     return comment.strip()
 
 
+def reason_check(reason: object) -> str:
+    """Why a version is revoked: required, and short enough to read in the audit."""
+    if not isinstance(reason, str) or len(reason) > MAX_COMMENT:
+        raise InvalidInput.field("reason", f"text of at most {MAX_COMMENT} characters")
+    if not reason.strip():
+        raise InvalidInput.field("reason", "a revocation needs a reason: the flaw found")
+    return reason.strip()
+
+
 def params_schema_check(schema: object) -> dict:
     """A JSON Schema (draft 2020-12) for an object of parameters, with local references only."""
     if not isinstance(schema, dict):

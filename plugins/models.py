@@ -92,6 +92,7 @@ class PluginAudit(models.Model):
         APPROVE = "approve"
         REJECT = "reject"
         RETIRE = "retire"
+        REVOKE = "revoke"
 
     plugin = models.ForeignKey(Plugin, on_delete=models.PROTECT, related_name="audit")
     version = models.ForeignKey(
@@ -114,3 +115,38 @@ class PluginAudit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.version or self.plugin} by {self.actor_id}"
+
+
+class Revocation(models.Model):
+    """A version revoked for a flaw: named on every revocation list from `serial` on, so no
+    agent starts it again."""
+
+    version = models.OneToOneField(
+        PluginVersion, on_delete=models.PROTECT, related_name="revocation"
+    )
+    reason = models.TextField()
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="plugin_revocations"
+    )
+    serial = models.PositiveIntegerField(help_text="the first revocation list naming it")
+    at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.version_id} revoked in list {self.serial}"
+
+
+class RevocationList(models.Model):
+    """One issue of the signed revocation list, exactly as agents receive it; the highest
+    serial is the current one."""
+
+    serial = models.PositiveIntegerField(unique=True)
+    document = models.TextField(help_text='the signed list as JSON: {"list", "signature"}')
+    key_id = models.CharField(max_length=16, help_text="the signing key's fingerprint")
+    versions = models.PositiveIntegerField(help_text="how many versions it names")
+    issued_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-serial"]
+
+    def __str__(self) -> str:
+        return f"revocation list {self.serial}"

@@ -9,7 +9,7 @@ from django.db.models import Max, Q, QuerySet
 
 from ccs.errors import InvalidInput, NotFound
 
-from .models import Plugin, PluginAudit, PluginVersion
+from .models import Plugin, PluginAudit, PluginVersion, Revocation, RevocationList
 from .signing import signing_key_id
 
 Status = PluginVersion.Status
@@ -43,7 +43,9 @@ def plugin_get(*, plugin_id: int) -> Plugin:
 
 def versions_all(*, status: str | None = None, plugin_id: int | None = None):
     """Versions, newest first within each plugin; optionally of one status or plugin."""
-    versions = PluginVersion.objects.select_related("plugin", "author", "reviewer")
+    versions = PluginVersion.objects.select_related(
+        "plugin", "author", "reviewer", "revocation__actor"
+    )
     if status:
         versions = versions.filter(status=status)
     if plugin_id is not None:
@@ -182,6 +184,24 @@ def version_retire_refusal(user: AbstractBaseUser, version: PluginVersion) -> st
     return f"only reviewers or the owner of {version.plugin.name} may retire its versions"
 
 
+def version_revoke_refusal(user: AbstractBaseUser, version: PluginVersion) -> str | None:
+    """Why the user may not revoke the version (only reviewers may), or None."""
+    if user.is_active and user.has_perm(REVIEW_PERM):
+        return None
+    return "only reviewers may revoke plugin versions"
+
+
+def revocations_all() -> QuerySet[Revocation]:
+    """Every revoked version, as the revocation list names them: by plugin and number."""
+    return (Revocation.objects.select_related("version__plugin")
+            .order_by("version__plugin__name", "version__number"))
+
+
+def revocation_list_current() -> RevocationList | None:
+    """The newest issue of the signed revocation list, or None before the first revocation."""
+    return RevocationList.objects.order_by("-serial").first()
+
+
 def version_audit(version: PluginVersion) -> QuerySet[PluginAudit]:
     return PluginAudit.objects.filter(version=version).select_related("actor").order_by("id")
 
@@ -210,7 +230,8 @@ def plugin_version_runnable(*, plugin: str, version: int | None) -> PluginVersio
         raise InvalidInput.field("version", f"{plugin} has no version {version}")
     if chosen.status != Status.APPROVED:
         hint = f" (newest approved: v{newest.number})" if newest else ""
-        reason = NOT_RUNNABLE[chosen.status]
+        revoked = hasattr(chosen, "revocation")
+        reason = "was revoked for a flaw" if revoked else NOT_RUNNABLE[chosen.status]
         raise InvalidInput.field("version", f"{plugin} v{version} {reason}: only approved "
                                             f"versions run{hint}")
     return chosen

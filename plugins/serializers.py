@@ -6,7 +6,7 @@ from rest_framework import serializers
 from ccs.api import BIGINT_MAX, QueryIn, StrictSerializerMixin, pattern_field
 
 from .checks import ACCOUNT, MAX_ACCOUNTS, MAX_TIMEOUT, NAME
-from .models import Plugin, PluginAudit, PluginVersion
+from .models import Plugin, PluginAudit, PluginVersion, Revocation
 
 PLUGIN_NAME = "a plugin name (lowercase letters, digits, '-', '_'; at most 100)"
 ACCOUNT_NAME = "an account name (lowercase letters, digits, '_', '-'; at most 32)"
@@ -78,6 +78,15 @@ class RetireIn(StrictSerializerMixin, serializers.Serializer):
     comment = serializers.CharField(allow_blank=True, default="", max_length=5000)
 
 
+@extend_schema_serializer(examples=[OpenApiExample(
+    "revoke", request_only=True,
+    value={"reason": "deletes the log directory when the disk is full"})])
+class RevokeIn(StrictSerializerMixin, serializers.Serializer):
+    """Revocation for a flaw: the reason is required."""
+
+    reason = serializers.CharField(min_length=1, max_length=5000, help_text="the flaw found")
+
+
 @extend_schema_serializer(examples=[OpenApiExample("nothing", request_only=True, value={})])
 class EmptyIn(StrictSerializerMixin, serializers.Serializer):
     """Actions without input still refuse unknown fields."""
@@ -132,11 +141,24 @@ class VersionSummaryOut(serializers.ModelSerializer):
         ]
 
 
+class RevocationOut(serializers.ModelSerializer):
+    """Why and by whom a version was revoked, and the first revocation list naming it."""
+
+    actor = serializers.CharField(source="actor.username")
+
+    class Meta:
+        model = Revocation
+        fields = ["reason", "actor", "at", "serial"]
+
+
 class VersionOut(VersionSummaryOut):
-    """A version in full."""
+    """A version in full; `revocation` is null unless it was revoked."""
+
+    revocation = RevocationOut(read_only=True, allow_null=True, default=None)
 
     class Meta(VersionSummaryOut.Meta):
-        fields = [*VersionSummaryOut.Meta.fields, "body", "params_schema", "signature"]
+        fields = [*VersionSummaryOut.Meta.fields, "body", "params_schema", "signature",
+                  "revocation"]
 
 
 class AuditOut(serializers.ModelSerializer):

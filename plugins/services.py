@@ -1,7 +1,8 @@
-"""Writes of plugins and versions: create, edit, submit, review, retire; each audited in its
-transaction. Status moves are guarded updates, so two reviewers can never both decide."""
+"""Writes of plugins and versions: create, edit, submit, review, retire, revoke; each audited in
+its transaction. Status moves are guarded updates, so two reviewers can never both decide."""
 
-from collections.abc import Iterable
+import json
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, Group, Permission
@@ -10,17 +11,27 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from ccs.errors import Conflict, Forbidden, InvalidInput, NotFound
+from tasks import dispatch
 
 from . import checks
 from .builtin import BUILTINS, body_sha256
-from .models import Plugin, PluginAudit, PluginVersion
-from .selectors import plugin_maintain_refusal, version_retire_refusal, version_review_refusal
-from .signing import sign_meta
+from .models import Plugin, PluginAudit, PluginVersion, Revocation, RevocationList
+from .selectors import (
+    plugin_maintain_refusal,
+    revocation_list_current,
+    revocations_all,
+    version_retire_refusal,
+    version_review_refusal,
+    version_revoke_refusal,
+)
+from .signing import current_key_id, revocation_list_sign, sign_meta
 
 Status = PluginVersion.Status
 Action = PluginAudit.Action
 REVIEWERS = "Reviewers"
 DEFAULT_SCHEMA = {"type": "object", "additionalProperties": False}
+# Two revocations at once both take the next serial; the one that loses starts again.
+ISSUE_ATTEMPTS = 5
 
 
 def _audit(
@@ -207,6 +218,92 @@ def plugin_version_retire(
         _audit(actor=actor, action=Action.RETIRE, plugin=version.plugin, version=version,
                before=before, detail={"comment": comment})
     return version
+
+
+def plugin_version_revoke(
+    *, actor: AbstractBaseUser, version_id: int, reason: str
+) -> PluginVersion:
+    """Retire a version for a flaw and revoke its approval everywhere: a new revocation list
+    naming it is signed now and, after commit, pushed to every agent, which from then on
+    refuses to start it (as does the SSH channel). Jobs already running finish; subtasks of
+    tasks made before that have not reached their host fail, refused by it."""
+    reason = checks.reason_check(reason)
+
+    def revoke(serial: int) -> PluginVersion:
+        version = _locked(version_id)
+        if refusal := version_revoke_refusal(actor, version):
+            raise Forbidden(refusal)
+        _require_revocable(version)
+        before = (version.sha256, version.status)
+        if version.status == Status.APPROVED:
+            _move(version, Status.APPROVED, status=Status.RETIRED, retired_at=timezone.now())
+        Revocation.objects.create(version=version, reason=reason, actor=actor, serial=serial)
+        _audit(actor=actor, action=Action.REVOKE, plugin=version.plugin, version=version,
+               before=before, detail={"reason": reason, "serial": serial})
+        return version
+
+    return _with_new_list(revoke)
+
+
+def _require_revocable(version: PluginVersion) -> None:
+    if hasattr(version, "revocation"):
+        raise Conflict(f"{version} is revoked already (revocation list "
+                       f"{version.revocation.serial})", {"status": ["revoked already"]})
+    if version.status not in (Status.APPROVED, Status.RETIRED):
+        raise Conflict(
+            f"{version} is {version.status}: only an approved or retired version can be "
+            f"revoked (this one was never signed)",
+            {"status": [f"is {version.status}, must be approved or retired"]},
+        )
+
+
+def revocation_list_resign() -> RevocationList | None:
+    """Issue the revocation list again under the current signing key when its newest issue was
+    signed by another (after a key rotation), so that agents which drop the old key keep
+    verifying it. Returns the new issue, or None when nothing needed doing."""
+    newest = revocation_list_current()
+    if newest is None or newest.key_id == current_key_id():
+        return None
+    return _with_new_list(lambda serial: RevocationList.objects.get(serial=serial))
+
+
+def _with_new_list(change: Callable[[int], Any]) -> Any:
+    """Run `change(serial)` and issue the revocation list numbered `serial` (the newest + 1),
+    naming every revoked version, in one transaction; push it to the agents after commit."""
+    for _attempt in range(ISSUE_ATTEMPTS):
+        try:
+            with transaction.atomic():
+                newest = RevocationList.objects.select_for_update().order_by("-serial").first()
+                serial = (newest.serial if newest else 0) + 1
+                issued = _revocation_list_issue(serial)
+                result = change(serial)
+                _revocation_list_sign(issued)
+                dispatch.hosts_probe_plan().on_commit()
+            return result
+        except IntegrityError:
+            continue  # another issue took this serial meanwhile: number it after that one
+    raise Conflict("the revocation list changed too often meanwhile: try again")
+
+
+def _revocation_list_issue(serial: int) -> RevocationList:
+    # created first, so that a concurrent issue of the same serial fails here, early
+    return RevocationList.objects.create(
+        serial=serial, document="", key_id="", versions=0, issued_at=timezone.now()
+    )
+
+
+def _revocation_list_sign(issued: RevocationList) -> None:
+    """Fill in the issue: every revoked version, signed."""
+    versions = [
+        {"plugin": r.version.plugin.name, "version": r.version.number, "sha256": r.version.sha256}
+        for r in revocations_all()
+    ]
+    body = {"serial": issued.serial, "issued_at": int(issued.issued_at.timestamp()),
+            "versions": versions}
+    document = json.dumps(revocation_list_sign(body), separators=(",", ":"), ensure_ascii=True)
+    RevocationList.objects.filter(pk=issued.pk).update(
+        document=document, key_id=current_key_id(), versions=len(versions)
+    )
 
 
 def reviewers_group_ensure(

@@ -2,7 +2,8 @@
 
 Key rotation: a new key is put in CCS_SIGNING_KEY and the old one's public half is listed in
 CCS_SIGNING_PREVIOUS_KEYS. Versions approved under the old key keep their signature (no
-re-signing); agents accept both keys until the old approvals are retired.
+re-signing); agents accept both keys until the old approvals are retired. The revocation list
+is signed with the same key; after a rotation it is issued again under the new one.
 """
 
 import hashlib
@@ -12,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from django.conf import settings
 
-from agent import signing
+from agent import revocations, signing
 from agent.errors import JobRefused
 
 
@@ -59,3 +60,13 @@ def signing_key_id(meta: dict, signature: str) -> str | None:
             continue
         return key_id(public)
     return None
+
+
+def current_key_id() -> str:
+    """The fingerprint of the current signing key."""
+    return key_id(private_key().public_key())
+
+
+def revocation_list_sign(body: dict) -> dict:
+    """The signed revocation list `{"list": body, "signature"}`, under the current key."""
+    return revocations.sign_list(private_key(), body)

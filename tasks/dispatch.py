@@ -59,6 +59,12 @@ def subtasks_pull(task_id: int, datacenter: str, subtask_ids: list[int]) -> Mess
     })
 
 
+def hosts_probe_plan() -> Message:
+    """Controller: have every datacenter probe its agents now (and bring their revocation lists
+    up to date), as beat does every minute."""
+    return Message(routing.TASK_PROBE_PLAN, {})
+
+
 def hosts_probe(datacenter: str, host_ids: list[int]) -> Message:
     """Datacenter control worker: health-check these agents."""
     return Message(routing.TASK_PROBE, {"datacenter": datacenter, "host_ids": host_ids})

@@ -26,10 +26,12 @@ from django.db import close_old_connections, connections
 from .broadcast import channel_name
 from .events import PAGE, events_after, sse_text
 from .models import Task
+from .states import FINAL
 
 log = logging.getLogger(__name__)
 TICK = 1.0  # seconds between reads of the watched tasks' states
 READY_WAIT = 5.0  # a stream waits this long for the subscription, then relies on the ticks
+LOOK_DELAY = 0.05  # after a final transition is announced, the task's state is read this soon
 DB_THREADS = 4
 
 
@@ -186,6 +188,8 @@ class EventHub:
         self.workers: list[asyncio.Task] = []
         self.writes: dict[Callable, list] = {}  # see later()
         self.writing: set[asyncio.Task] = set()
+        self.looks: set[int] = set()  # tasks whose state to read soon (see _look_soon)
+        self.looking: asyncio.Task | None = None
         self.redis = aioredis.Redis.from_url(settings.CCS_REDIS_URL, socket_timeout=5)
 
     async def join(self, task_id: int, feed: asyncio.Queue) -> None:
@@ -225,9 +229,11 @@ class EventHub:
 
     async def close(self) -> None:
         await asyncio.gather(*self.writing, return_exceptions=True)
-        for worker in self.workers:
+        for worker in [*self.workers, *([self.looking] if self.looking else [])]:
             worker.cancel()
         await asyncio.gather(*self.workers, return_exceptions=True)
+        if self.looking:
+            await asyncio.gather(self.looking, return_exceptions=True)
         await self.redis.aclose()
 
     async def _listen(self) -> None:
@@ -263,6 +269,28 @@ class EventHub:
             log.warning("event hub: unreadable announcement on %s: %r", channel, exc)
             return  # the tick reads the events from the table
         topic.offer(batch)
+        if any(event.get("to") in FINAL for event in batch.events):
+            self._look_soon(topic.task_id)  # it may have ended: tell its streams now
+
+    def _look_soon(self, task_id: int) -> None:
+        """Read the state of these tasks shortly (with others announced meanwhile), instead
+        of at the next tick: a stream ends as soon as its task has."""
+        self.looks.add(task_id)
+        if self.looking is None or self.looking.done():
+            self.looking = asyncio.create_task(self._look())
+
+    async def _look(self) -> None:
+        await asyncio.sleep(LOOK_DELAY)
+        task_ids, self.looks = self.looks, set()
+        try:
+            states = await DB.run(_states, sorted(task_ids))
+        except Exception:  # the next tick looks again
+            log.exception("event hub: reading task states failed")
+            return
+        for task_id, state in states.items():
+            topic = self.topics.get(task_id)
+            if topic is not None and state.ended:
+                topic.tell(state)
 
     async def _tick(self) -> None:
         from .streams import slots_refresh

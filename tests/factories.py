@@ -120,3 +120,27 @@ def task_made(creator, hosts: list[Host], statuses: list[str], plugin: str = "pi
                             finished_at=now if status in FINAL else None))
     SubTask.objects.bulk_create(rows, batch_size=5000)
     return task
+
+
+def task_revoked_after_canary(api, version, node: str, reason: str) -> tuple[int, dict]:
+    """Run the version on the hosts under `node` in two batches, one host then the rest; at the
+    pause between them, revoke the version (through the API, as `api`'s user) and resume. The
+    task's id once it has finished, and the revoke's answer."""
+    from tasks.models import Task
+    from tasks.states import TASK_FINAL
+    from tests.agent.procs import wait_until
+
+    created = api.post("/api/v1/tasks/", {
+        "plugin": version.plugin.name, "version": version.number, "params": {},
+        "target": {"nodes": [node]}, "run_as": "root", "control": {"batches": [1, "100%"]},
+    }, format="json")
+    assert created.status_code == 201, created.content
+    task_id = created.json()["id"]
+    status = lambda: Task.objects.get(pk=task_id).status  # noqa: E731
+    wait_until(lambda: status() == "paused", "the canary's pause point", timeout=60)
+    revoked = api.post(f"/api/v1/plugin-versions/{version.pk}/revoke/", {"reason": reason},
+                       format="json")
+    assert revoked.status_code == 200, revoked.content
+    api.post(f"/api/v1/tasks/{task_id}/resume/")
+    wait_until(lambda: status() in TASK_FINAL, "the task to end", timeout=60)
+    return task_id, revoked.json()

@@ -26,7 +26,9 @@ OK, FAILED, USAGE, STOPPED, NOT_ENDED, ERROR = 0, 1, 2, 3, 4, 5
 INTERRUPTED = 130
 BY_STATUS = {"succeeded": OK, "failed": FAILED, "stopped": STOPPED}
 FINAL = frozenset(BY_STATUS)
-POLL = 0.5
+# The task is read again after POLL_FIRST seconds, then each time a little later, up to POLL:
+# a task that ends in a second is seen ending at once, a long one costs two reads a second.
+POLL_FIRST, POLL = 0.05, 0.5
 PLAIN_EVERY = 2.0  # seconds between progress lines when piped
 MAX_LOOKUPS = 50  # --verbose fetches the output of at most this many failed hosts
 
@@ -169,6 +171,7 @@ class Watch:
         self.clock: tuple[float, float] | None = None  # (seconds since creation, monotonic)
 
     def run(self) -> dict:
+        pause = POLL_FIRST
         while True:
             self._events()
             task = self.client.get(f"/tasks/{self.task_id}/")
@@ -177,7 +180,8 @@ class Watch:
                 self._events()  # the last results were committed with the final state
                 return task
             self._pause_note(task)
-            time.sleep(POLL)
+            time.sleep(pause)
+            pause = min(pause * 1.5, POLL)
 
     def _elapsed(self, task: dict) -> float:
         if task.get("finished_at"):

@@ -34,7 +34,7 @@ from ..results import HostResult
 from .jobs import HostJob
 from .names import resolver
 from .replies import failure, result_from_reply, result_from_view
-from .ssh import SSH, SshEndpoint
+from .ssh import SSH, SshEndpoint, SshJobLost
 
 log = logging.getLogger(__name__)
 # Time the agent may need beyond the plugin's timeout to kill it and answer.
@@ -211,7 +211,7 @@ class Shard:
 
     def _write(self, conn: Connection, job: HostJob) -> bool:
         try:
-            conn.send(job.run_request, lambda reply: self._replied(job, reply))
+            job.send(conn, lambda reply: self._replied(job, reply))
         except ChannelError:
             return False
         return True
@@ -219,9 +219,7 @@ class Shard:
     async def _connect_and_send(self, job: HostJob, attempt: int) -> None:
         """Attempt 0 is the first delivery; later ones follow a dropped channel."""
         try:
-            await self.pool.connect_and_send(
-                job.endpoint, job.run_request, lambda reply: self._replied(job, reply)
-            )
+            await job.connect_and_send(self.pool, lambda reply: self._replied(job, reply))
         except ChannelError as exc:
             if attempt == 0:
                 # never delivered: the job did not run
@@ -259,6 +257,9 @@ class Shard:
         timeout = job.common.fields["timeout"] + REPLY_MARGIN
         try:
             reply = await SSH.request(job.endpoint, {"op": RUN, "job": job.job}, timeout)
+        except SshJobLost as exc:
+            self._leave(job, str(exc))  # it may still run there: the sitter pulls its outcome
+            return
         except (ChannelError, OSError, TimeoutError) as exc:
             self._record(failure(job.subtask_id, f"unreachable: {type(exc).__name__} {exc}"))
             return

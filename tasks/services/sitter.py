@@ -11,12 +11,14 @@ from django.utils import timezone
 
 from agent.protocol import DONE, UNKNOWN, BadReply, job_view
 from permissions.models import Host
+from plugins.services import revocation_list_resign
 
 from .. import dispatch
 from ..hosts.endpoints import endpoint_for
 from ..hosts.fanout import FANOUT
 from ..hosts.jobs import shard_jobs
 from ..hosts.replies import lost, result_from_view
+from ..hosts.revocations import pushes_for_older
 from ..models import SubTask, Task
 from ..states import ON_HOST, TASK_ACTIVE, SubTaskStatus
 from ..transitions import events_record, lock_movable, move_uniform
@@ -121,7 +123,9 @@ def _redispatch(task_id: int, subtask_ids: list[int]) -> None:
 
 
 def hosts_probe_plan() -> int:
-    """Ask each datacenter's workers to probe their agent hosts, in chunks."""
+    """Ask each datacenter's workers to probe their agent hosts, in chunks (after issuing the
+    revocation list again if the signing key was rotated since its newest issue)."""
+    revocation_list_resign()
     rows = Host.objects.filter(channel=Host.Channel.AGENT).order_by("id")
     by_dc: dict[str, list[int]] = defaultdict(list)
     for host_id, datacenter in rows.values_list("id", "datacenter__name"):
@@ -133,14 +137,15 @@ def hosts_probe_plan() -> int:
 
 
 def hosts_probe(*, host_ids: list[int]) -> dict[str, int]:
-    """Health-check each host's agent; mark it online (and seen now) or offline."""
+    """Health-check each host's agent; mark it online (and seen now) or offline; send the
+    revocation list to those that have an older one."""
     hosts = list(Host.objects.filter(id__in=host_ids).values_list(
         "id", "hostname", "address", "port", "key_salt"))
-    replies = FANOUT.call_all(
-        [(endpoint_for(name, address, port, salt), {"op": "health"})
-         for _, name, address, port, salt in hosts],
-        timeout=settings.CCS_SITTER_PULL_TIMEOUT,
-    )
+    endpoints = [endpoint_for(name, address, port, salt) for _, name, address, port, salt in hosts]
+    timeout = settings.CCS_SITTER_PULL_TIMEOUT
+    replies = FANOUT.call_all([(endpoint, {"op": "health"}) for endpoint in endpoints], timeout)
+    if pushes := pushes_for_older(endpoints, replies):
+        FANOUT.call_all(pushes, timeout)
     online = [
         host[0] for host, reply in zip(hosts, replies, strict=True)
         if isinstance(reply, dict) and reply.get("ok")
@@ -148,4 +153,4 @@ def hosts_probe(*, host_ids: list[int]) -> dict[str, int]:
     offline = sorted(set(host_ids) - set(online))
     Host.objects.filter(id__in=online).update(status=Host.Status.ONLINE, last_seen=timezone.now())
     Host.objects.filter(id__in=offline).update(status=Host.Status.OFFLINE)
-    return {"online": len(online), "offline": len(offline)}
+    return {"online": len(online), "offline": len(offline), "revocations_sent": len(pushes)}

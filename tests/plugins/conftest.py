@@ -9,8 +9,10 @@ from rest_framework.test import APIClient
 
 from plugins import services
 from plugins.models import Plugin, PluginVersion
+from tests.factories import Fleet, free_port, hosts_make
 
 BODY = "#!/bin/sh\necho hello\n"
+FLEET_HOSTS = 3
 
 
 def client_for(user) -> APIClient:
@@ -64,3 +66,13 @@ def make_version(people, plugin):
         return version_make(plugin, people.author, status, people.reviewer, **content)
 
     return make
+
+
+@pytest.fixture
+def fleet(tmp_path, workers, people):
+    """One `ccs-agent fleet` accepting the control plane's current key, serving FLEET_HOSTS
+    test hosts of dc1 (under corp/test)."""
+    port = free_port()
+    running = Fleet(tmp_path, hosts_make("dc1", FLEET_HOSTS, port), port)
+    yield running
+    running.stop()

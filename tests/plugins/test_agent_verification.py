@@ -21,10 +21,10 @@ from plugins.signing import accepted_public_keys_pem
 from tasks.models import SubTask, Task
 from tasks.states import FINAL
 from tests.factories import Fleet, free_port, hosts_make
-from tests.plugins.conftest import version_make
+from tests.plugins.conftest import FLEET_HOSTS, version_make
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-HOSTS = 3
+HOSTS = FLEET_HOSTS
 
 ECHO = """#!/bin/sh
 echo "stdin=$(cat)"
@@ -40,15 +40,6 @@ ECHO_SCHEMA = {
     "required": ["x"],
     "additionalProperties": False,
 }
-
-
-@pytest.fixture
-def fleet(tmp_path, workers, people):
-    """One fleet accepting the control plane's current key, serving dc1's test hosts."""
-    port = free_port()
-    running = Fleet(tmp_path, hosts_make("dc1", HOSTS, port), port)
-    yield running
-    running.stop()
 
 
 def _run(api, plugin: str, version: int | None = None, params: dict | None = None,

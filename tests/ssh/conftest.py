@@ -7,10 +7,12 @@ starts, so that the Celery workers of the `workers` fixture read it from CCS_SSH
 
 import atexit
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ccs.stack import free_port, port_open, wait_for
 from permissions.models import Host
 from permissions.services import datacenter_ensure, node_ensure
+from tasks.hosts.ssh.connections import SshConnections
 
 SSHD = Path("/usr/sbin/sshd")
 NODE = "corp/ssh"
@@ -49,12 +52,20 @@ os.environ["CCS_SSH_KEY_FILE"] = str(CLIENT_KEY)
 
 @dataclass(frozen=True)
 class Sshd:
-    """The running test sshd: its port, its host public keys, its log."""
+    """A running test sshd: its port, its host public keys, its log."""
 
     port: int
     host_key: str
     ecdsa_key: str
     log: Path
+
+    def logins(self) -> int:
+        """Connections authenticated so far (the server's own count, from its log)."""
+        return self.log.read_text().count("Accepted publickey for ")
+
+    def execs(self) -> int:
+        """Exec requests (commands run) so far; counted with LogLevel DEBUG1 only."""
+        return self.log.read_text().count(" req exec")
 
 
 def _host_keys(folder: Path) -> dict[str, str]:
@@ -66,7 +77,7 @@ def _host_keys(folder: Path) -> dict[str, str]:
     return keys
 
 
-def _config(folder: Path, port: int) -> Path:
+def _config(folder: Path, port: int, extra: list[str]) -> Path:
     config = folder / "sshd_config"
     config.write_text("\n".join([
         f"Port {port}", "ListenAddress 127.0.0.1",
@@ -74,22 +85,22 @@ def _config(folder: Path, port: int) -> Path:
         f"AuthorizedKeysFile {folder / 'authorized_keys'}", f"PidFile {folder / 'sshd.pid'}",
         "UsePAM no", "StrictModes no", "PermitRootLogin prohibit-password",
         "PasswordAuthentication no", "KbdInteractiveAuthentication no",
-        "Subsystem sftp internal-sftp", "MaxStartups 100", "MaxSessions 100", "",
+        "Subsystem sftp internal-sftp", "MaxStartups 100", "MaxSessions 100", *extra, "",
     ]))
     return config
 
 
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory) -> Iterator[Sshd]:
+@contextmanager
+def _running_sshd(folder: Path, extra: list[str] = ()) -> Iterator[Sshd]:
     if not SSHD.exists():
         pytest.skip("openssh-server is not installed (.ci/run installs it)")
-    folder = tmp_path_factory.mktemp("sshd")
     keys = _host_keys(folder)
     (folder / "authorized_keys").write_text(CLIENT_KEY.with_suffix(".pub").read_text())
     port = free_port()
     log = folder / "sshd.log"
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)
-    proc = subprocess.Popen([str(SSHD), "-D", "-f", str(_config(folder, port)), "-E", str(log)])
+    config = _config(folder, port, list(extra))
+    proc = subprocess.Popen([str(SSHD), "-D", "-f", str(config), "-E", str(log)])
     try:
         wait_for(lambda: port_open(port), "sshd", timeout=10, proc=proc)
         yield Sshd(port, keys["ed25519"], keys["ecdsa"], log)
@@ -98,11 +109,43 @@ def sshd(tmp_path_factory) -> Iterator[Sshd]:
         proc.wait(timeout=10)
 
 
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory) -> Iterator[Sshd]:
+    with _running_sshd(tmp_path_factory.mktemp("sshd")) as running:
+        yield running
+
+
+NOISE = "noise on stdout from the login shell\n"
+NOISE_ERR = "noise on stderr from the login shell\n"
+
+
+@pytest.fixture
+def noisy_sshd(tmp_path) -> Iterator[Sshd]:
+    """An sshd of its own, whose log counts connections and exec requests, and whose login
+    shell prints noise on both streams before it runs the command (as a chatty rc file does:
+    its ForceCommand prints, then runs the command asked for)."""
+    login = tmp_path / "chatty-login"
+    login.write_text(f"#!/bin/sh\nprintf %s {shlex.quote(NOISE)}\n"
+                     f"printf %s {shlex.quote(NOISE_ERR)} >&2\n"
+                     'eval "$SSH_ORIGINAL_COMMAND"\n')
+    login.chmod(0o755)
+    with _running_sshd(tmp_path, ["LogLevel DEBUG1", f"ForceCommand {login}"]) as running:
+        yield running
+
+
 @pytest.fixture
 def client_key(settings) -> Path:
     """This process's settings hold the client key too (management commands run here)."""
     settings.CCS_SSH_KEY = CLIENT_KEY.read_text()
     return CLIENT_KEY
+
+
+@pytest.fixture
+def connections(client_key) -> Iterator[SshConnections]:
+    """A pool of SSH connections of this process, as a worker has (closed afterwards)."""
+    pool = SshConnections(per_host=2, channels=8, idle=60, keepalive=15, connects=8)
+    yield pool
+    pool.close()
 
 
 def ssh_hosts(

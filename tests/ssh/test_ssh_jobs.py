@@ -71,20 +71,21 @@ def test_jobs_are_checked_by_the_control_plane_before_connecting(changes, reason
     assert refused.value.reason == reason
 
 
-def test_a_refused_job_never_reaches_the_host():
+def test_a_refused_job_never_reaches_the_host(connections):
     nowhere = SshEndpoint("h", "127.0.0.1", 9, "root", "", "daemon")
-    result = job_run(nowhere, _job(account="daemon"))["result"]
+    result = job_run(connections, nowhere, _job(account="daemon"))["result"]
     assert (result["status"], result["reason"]) == (
         "failed", "refused over ssh: account-not-allowed: daemon"
     )
 
 
-def test_output_is_capped_like_the_agent_and_a_fingerprint_suffices(sshd, client_key, settings):
+def test_output_is_capped_like_the_agent_and_a_fingerprint_suffices(sshd, connections,
+                                                                     settings):
     settings.CCS_OUTPUT_CAP = 1024
     fingerprint = _printed_fingerprint(sshd).split()[1]
     endpoint = SshEndpoint("h", "127.0.0.1", sshd.port, "root", fingerprint, "root")
     body = "yes a | tr -d '\\n' | head -c 5000\necho -n bb >&2\nexit 7\n"
-    result = job_run(endpoint, _job(body))["result"]
+    result = job_run(connections, endpoint, _job(body))["result"]
     assert (result["status"], result["exit_code"]) == ("failed", 7)
     assert (result["stdout"], result["stdout_truncated"], result["stdout_size"]) == (
         "a" * 1024, True, 5000
@@ -92,30 +93,30 @@ def test_output_is_capped_like_the_agent_and_a_fingerprint_suffices(sshd, client
     assert (result["stderr"], result["stderr_truncated"]) == ("bb", False)
 
 
-def test_the_sitter_pull_finds_a_job_whose_worker_died_lost(sshd, client_key):
+def test_the_sitter_pull_finds_a_job_whose_worker_died_lost(sshd, connections):
     job_id = f"unit/{uuid.uuid4().hex}"
     left = Path(tempfile.mkdtemp(prefix=f"ccs-{job_key(job_id)}.", dir="/tmp"))
     gone = subprocess.Popen(["true"])
     gone.wait()
     (left / "pgid").write_text(f"{gone.pid}\n")  # its worker died, then so did the job
     endpoint = SshEndpoint("h", "127.0.0.1", sshd.port, "root", sshd.host_key, "root")
-    reply = host_request(endpoint, {"op": "status", "job_id": job_id}, 10)
+    reply = host_request(connections, endpoint, {"op": "status", "job_id": job_id}, 10)
     assert (reply["state"], reply["result"]["status"]) == ("done", "lost")
     assert not left.exists()
     with pytest.raises(NoTrace):
-        host_request(endpoint, {"op": "status", "job_id": job_id}, 10)
-    assert host_request(endpoint, {"op": "health"}, 10) == {
+        host_request(connections, endpoint, {"op": "status", "job_id": job_id}, 10)
+    assert host_request(connections, endpoint, {"op": "health"}, 10) == {
         "ok": True, "host_id": "h", "channel": "ssh"
     }
 
 
-def test_a_job_stopped_before_it_reached_the_host_never_starts(sshd, client_key):
+def test_a_job_stopped_before_it_reached_the_host_never_starts(sshd, connections):
     job_id = f"unit/{uuid.uuid4().hex}"
     endpoint = SshEndpoint("h", "127.0.0.1", sshd.port, "root", sshd.host_key, "root")
-    assert host_request(endpoint, {"op": "pause", "job_id": job_id}, 10)["ok"] is False
-    stop = host_request(endpoint, {"op": "stop", "job_id": job_id}, 10)
+    assert host_request(connections, endpoint, {"op": "pause", "job_id": job_id}, 10)["ok"] is False
+    stop = host_request(connections, endpoint, {"op": "stop", "job_id": job_id}, 10)
     assert stop == {"ok": True, "state": "stopping"}
-    result = job_run(endpoint, _job("echo ran\n", id=job_id))["result"]
+    result = job_run(connections, endpoint, _job("echo ran\n", id=job_id))["result"]
     assert (result["status"], result["reason"], result["stdout"]) == (
         "stopped", "stopped before start", ""
     )

@@ -127,5 +127,6 @@ def test_a_pre_encoded_run_request_carries_each_hosts_own_id_and_the_tasks_field
                 for i, job_id in ((1, "u/1"), (2, 'odd "id"\\')))
     for job, rid in ((one, 7), (two, 8)):
         request = json.loads(job.run_request(rid))
-        assert request == {"op": "run", "rid": rid, "job": {"id": job.job_id, **fields}}
+        assert request == {"op": "run", "rid": rid, "revocation_serial": 0,
+                           "job": {"id": job.job_id, **fields}}
         assert request["job"] == job.job

@@ -35,12 +35,14 @@ class Command(BaseCommand):
         parser.add_argument("--listen-address", default="0.0.0.0",
                             help="address the agent listens on (default: 0.0.0.0)")
         parser.add_argument("--prefix", default="/",
-                            help="install under this directory instead of / (tests)")
+                            help="install under this directory instead of / (tests, benchmarks; "
+                                 "{host} is replaced by each host's name)")
         parser.add_argument("--python", default="python3",
                             help="the host's Python 3.11+ with cryptography (default: python3)")
         parser.add_argument("--init", choices=INITS, default="auto",
                             help="systemd unit or plain daemon (default: systemd if it runs)")
-        parser.add_argument("--parallel", type=int, default=8, help="hosts at once (default: 8)")
+        parser.add_argument("--parallel", type=int, default=32,
+                            help="hosts at once (default: 32)")
         parser.add_argument("--progress", action="store_true",
                             help="always show the progress bar (default: on a terminal)")
 

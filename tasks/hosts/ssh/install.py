@@ -5,7 +5,7 @@ it is. Files are laid out as agent/ccs-agent.service expects, under an optional 
 import asyncio
 import hashlib
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import paramiko
 from django.conf import settings
@@ -118,6 +118,7 @@ def layout(prefix: str) -> _Layout:
 def agent_install_host(host: Host, options: InstallOptions, agent_zip: bytes) -> InstallReport:
     """Install (or check) the agent on one host; never raises for a host's own problem."""
     port = options.port or host.port
+    options = replace(options, prefix=options.prefix.replace("{host}", host.hostname))
     endpoint = SshEndpoint(host.hostname, host.address, host.ssh_port, host.ssh_user,
                            host.ssh_host_key)
     try:
@@ -187,7 +188,7 @@ def _install(shell: _Shell, host: Host, options: InstallOptions, port: int,
 
 def _preflight(shell: _Shell, python: str) -> None:
     done = shell.run([python, "-c", PREFLIGHT], as_root=False)
-    word = done.stdout.strip().split(" ")
+    word = done.answer.split(" ")
     if done.code == 127:
         raise InstallError(f"{python} not found on the host: the agent needs Python 3.11+ "
                            "with the cryptography package")
@@ -207,7 +208,7 @@ def _init_system(shell: _Shell, options: InstallOptions) -> str:
         return options.init
     if options.prefix not in ("", "/"):
         return "daemon"  # a unit would point outside the prefix
-    return shell.must("detecting systemd", shell.sh(INIT)).stdout.strip()
+    return shell.must("detecting systemd", shell.sh(INIT)).answer
 
 
 def _files(host: Host, options: InstallOptions, port: int, paths: _Layout, agent_zip: bytes,

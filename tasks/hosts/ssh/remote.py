@@ -11,19 +11,43 @@ import re
 
 TMP = "/tmp"
 
-# Run "$@" in the background (so that it is not a process group leader and setsid makes it one
-# without forking) and wait for it: its exit status becomes ours, 128+N if signal N killed it.
-# The shell's own notices ("Terminated") go to /dev/null, the job's stderr to the channel.
-LAUNCH = 'exec 3>&2 2>/dev/null; "$@" 2>&3 3>&- & wait $!'
-
-# In its own session and process group (pgid = $$, recorded), in its directory, with a clean
-# environment: HOME, USER and LOGNAME of the account, then the variables and command given.
-WRAPPER = """
-d=$1; shift
-cd "$d" || exit 125
-echo $$ > pgid || exit 125
-u=$(id -un); h=$(getent passwd "$u" | cut -d: -f6)
-exec env -i HOME="${h:-/}" USER="$u" LOGNAME="$u" "$@" < params.json
+# One job, start to end, in one exec channel, as the job's account (through sudo for another
+# one). Arguments: the directory of jobs, the job key, the marker, the script's suffix, the
+# account, then the job's variables and its interpreter. Standard input: the parameters as one
+# line of JSON, then the plugin. The marker (random per job) opens both output streams, so
+# whatever the login shell printed before it is dropped, and a trailer on stdout ends the job's
+# own output:
+#   "<marker> exit <code> [stopped]"   the job ran ("stopped": an operator stopped it)
+#   "<marker> stopped-before-start"     a stop came first: nothing ran
+#   "<marker> setup-failed <what>"      the directory or its files could not be made
+# The job runs in its own session and process group (pgid recorded), in its directory, with a
+# clean environment. The shell's own notices ("Terminated") go to /dev/null, the job's stderr
+# to the channel. The trailer is written before the directory is removed: if the channel is
+# gone (its worker died), the directory stays for the sitter's pull to find and report.
+RUN = """
+t=$1 k=$2 m=$3 x=$4 a=$5; shift 5
+printf '%s\\n' "$m"; printf '%s\\n' "$m" >&2
+end() { printf '%s %s\\n' "$m" "$1"; exit 0; }
+mark="$t/ccs-$k.stop"
+if [ -d "$mark" ] && [ ! -L "$mark" ] && [ -O "$mark" ]; then
+    rmdir "$mark"; end stopped-before-start
+fi
+d=$(mktemp -d "$t/ccs-$k.XXXXXXXX") || end "setup-failed directory"
+cd "$d" || end "setup-failed directory"
+IFS= read -r p && printf '%s' "$p" > params.json && cat > "job$x" || {
+    cd / && rm -rf -- "$d"; end "setup-failed files"
+}
+u=$USER h=$HOME
+if [ "$u" != "$a" ]; then u=$(id -un); h=$(getent passwd "$u" | cut -d: -f6); fi
+exec 3>&2 2>/dev/null
+setsid -w env -i HOME="${h:-/}" USER="$u" LOGNAME="$u" "$@" "job$x" < params.json 2>&3 3>&- &
+g=$!
+echo "$g" > pgid
+wait "$g"
+c=$? s=
+[ -e stop ] && s=stopped
+printf '%s exit %s %s\\n' "$m" "$c" "$s" || exit 1
+cd / && rm -rf -- "$d"
 """
 
 # Find a job's directory by its key and act on its process group:
@@ -85,18 +109,6 @@ stop|kill)
 esac
 """
 
-# The job's private directory, unless a stop came first: then "stopped" (and the mark goes).
-MKDIR = """
-mark="$1/ccs-$2.stop"
-if [ -d "$mark" ] && [ ! -L "$mark" ] && [ -O "$mark" ]; then
-    rmdir "$mark"; echo stopped; exit 0
-fi
-mktemp -d "$1/ccs-$2.XXXXXXXX"
-"""
-
-# At the end of a job: was it stopped by an operator? Then remove its directory.
-FINISH = '[ -e "$1/stop" ] && echo stopped; rm -rf -- "$1"'
-
 # Keep key characters readable; a hash keeps keys unique whatever the id holds.
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -111,23 +123,11 @@ def sh(script: str, *args: str) -> list[str]:
     return ["sh", "-c", script, "ccs", *args]
 
 
-def mkdir_argv(key: str) -> list[str]:
-    return sh(MKDIR, TMP, key)
-
-
-def write_argv(path: str) -> list[str]:
-    return sh('umask 077 && cat > "$1"', path)
-
-
-def run_argv(workdir: str, env: dict[str, str], interpreter: str, script: str) -> list[str]:
+def run_argv(key: str, marker: str, suffix: str, account: str, env: dict[str, str],
+             interpreter: str) -> list[str]:
     assignments = [f"{name}={value}" for name, value in env.items()]
-    wrapped = ["setsid", "-w", *sh(WRAPPER, workdir, *assignments, interpreter, script)]
-    return sh(LAUNCH, *wrapped)
+    return sh(RUN, TMP, key, marker, suffix, account, *assignments, interpreter)
 
 
 def control_argv(key: str, op: str, grace: float) -> list[str]:
     return sh(CONTROL, key, op, str(max(1, round(grace))), TMP)
-
-
-def finish_argv(workdir: str) -> list[str]:
-    return sh(FINISH, workdir)

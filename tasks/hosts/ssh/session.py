@@ -25,6 +25,11 @@ class SshUnreachable(ConnectionError):
     """The host could not be reached or would not let us in (network, SSH, authentication)."""
 
 
+class SshJobLost(SshUnreachable):
+    """The connection dropped while the job ran: its host may still run it, and the sitter's
+    pull finds out how it ended."""
+
+
 class SshNotConfigured(Exception):
     """The control plane has no usable SSH client key."""
 
@@ -36,6 +41,13 @@ class Completed:
     code: int
     stdout: str
     stderr: str
+
+    @property
+    def answer(self) -> str:
+        """The last line of stdout: the command's answer, after anything the login shell
+        printed when it started."""
+        lines = self.stdout.strip().splitlines()
+        return lines[-1].strip() if lines else ""
 
 
 def client_key() -> paramiko.PKey:
@@ -57,11 +69,9 @@ def _load_key(text: str) -> paramiko.PKey:
     )
 
 
-@contextmanager
-def ssh_session(
-    endpoint: SshEndpoint, timeout: float | None = None
-) -> Iterator[paramiko.Transport]:
-    """An authenticated SSH transport to the endpoint, whose host key was checked strictly."""
+def connect(endpoint: SshEndpoint, timeout: float | None = None) -> paramiko.Transport:
+    """A new authenticated SSH transport to the endpoint, whose host key was checked strictly;
+    the caller closes it."""
     timeout = timeout or settings.CCS_CONNECT_TIMEOUT
     key = client_key()
     where = f"{endpoint.address}:{endpoint.port}"
@@ -70,14 +80,54 @@ def ssh_session(
         sock = socket.create_connection((endpoint.address, endpoint.port), timeout=timeout)
     except OSError as exc:
         raise SshUnreachable(f"cannot connect to {where}: {exc.strerror or exc}") from None
-    transport = paramiko.Transport(sock)
+    _tune(sock)
+    transport = Transport(sock)
     try:
         _start(transport, expected.algorithms, timeout, where)
         host_key_check(expected, transport.get_remote_server_key(), endpoint.host_id)
         _authenticate(transport, endpoint.user, key, where)
+    except BaseException:
+        transport.close()
+        raise
+    return transport
+
+
+@contextmanager
+def ssh_session(
+    endpoint: SshEndpoint, timeout: float | None = None
+) -> Iterator[paramiko.Transport]:
+    """A new connection for the block (agent installs); jobs and control use the pool."""
+    transport = connect(endpoint, timeout)
+    try:
         yield transport
     finally:
         transport.close()
+
+
+class Transport(paramiko.Transport):
+    """paramiko's transport, whose thread wakes once a second rather than ten times when
+    the connection is idle (it polls its socket to notice a close): a worker keeps hundreds
+    of pooled connections, each with its thread. Data is read as soon as it arrives."""
+
+    _active_check_timeout = 1.0
+
+
+_TCP_KEEPIDLE = getattr(socket, "TCP_KEEPIDLE", None)
+_TCP_KEEPINTVL = getattr(socket, "TCP_KEEPINTVL", None)
+_TCP_KEEPCNT = getattr(socket, "TCP_KEEPCNT", None)
+_TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)
+
+
+def _tune(sock: socket.socket) -> None:
+    # Without TCP_NODELAY every small request waits for Nagle and the delayed ACK (~40 ms).
+    # Keepalive probes and a user timeout drop a connection whose host went away, which
+    # ends every wait on it (paramiko waits for some replies without a timeout).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in ((_TCP_KEEPIDLE, 30), (_TCP_KEEPINTVL, 10), (_TCP_KEEPCNT, 3),
+                          (_TCP_USER_TIMEOUT, 60_000)):
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 def _start(transport: paramiko.Transport, algorithms: tuple[str, ...], timeout: float,
@@ -117,7 +167,12 @@ def run_as_prefix(login: str, account: str) -> list[str]:
 def execute(transport: paramiko.Transport, argv: list[str], stdin: bytes = b"",
             timeout: float = COMMAND_TIMEOUT) -> Completed:
     """Run a small command to its end; its output is expected to be small."""
-    channel = open_channel(transport, argv, timeout)
+    return complete(open_channel(transport, argv, timeout), stdin, timeout)
+
+
+def complete(channel: paramiko.Channel, stdin: bytes = b"",
+             timeout: float = COMMAND_TIMEOUT) -> Completed:
+    """Feed a small command's channel its input, read it to its end, close it."""
     try:
         if stdin:
             channel.sendall(stdin)
@@ -125,8 +180,14 @@ def execute(transport: paramiko.Transport, argv: list[str], stdin: bytes = b"",
         out = channel.makefile("rb").read(SMALL_OUTPUT)
         err = channel.makefile_stderr("rb").read(SMALL_OUTPUT)
         code = channel.recv_exit_status()
-    except (TimeoutError, paramiko.SSHException, EOFError) as exc:
-        raise SshUnreachable(f"remote command did not complete: {exc or 'timed out'}") from None
+    except TimeoutError:
+        # socket.timeout says nothing (its str() is empty): name what timed out
+        raise SshUnreachable(
+            f"remote command did not complete: no answer within {timeout:g} s"
+        ) from None
+    except (paramiko.SSHException, EOFError, OSError) as exc:
+        why = str(exc) or type(exc).__name__
+        raise SshUnreachable(f"remote command did not complete: {why}") from None
     finally:
         channel.close()
     return Completed(code, out.decode(errors="replace"), err.decode(errors="replace"))
