@@ -8,8 +8,11 @@ TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
 # Two test runs on one machine stay apart with their own database, Redis database and prefix.
 TEST_DB_NAME ?= test_ccs
 TEST_EVENT_PREFIX ?= ccs-$(TEST_DB_NAME)
+# The console's live-update library, vendored (static/vendor/README.md): `make vendor` refreshes it.
+HTMX := 2.0.11
+HTMX_SSE := 2.2.4
 
-.PHONY: demo up test secrets lint bench clean system-demo system-test
+.PHONY: demo up test secrets lint bench clean system-demo system-test vendor
 
 system-demo:
 	@bash scripts/system.sh demo
@@ -46,3 +49,12 @@ bench: secrets
 
 clean:
 	rm -rf var/log var/ccs.sqlite3* var/fleet-*.json
+
+vendor:
+	rm -rf var/vendor && mkdir -p var/vendor/htmx var/vendor/sse
+	cd var/vendor && npm pack --silent htmx.org@$(HTMX) htmx-ext-sse@$(HTMX_SSE)
+	tar -xzf var/vendor/htmx.org-$(HTMX).tgz -C var/vendor/htmx
+	tar -xzf var/vendor/htmx-ext-sse-$(HTMX_SSE).tgz -C var/vendor/sse
+	cp var/vendor/htmx/package/dist/htmx.min.js static/vendor/htmx-$(HTMX).min.js
+	cp var/vendor/sse/package/dist/sse.min.js static/vendor/htmx-ext-sse-$(HTMX_SSE).min.js
+	cd var/vendor && sha256sum *.tgz

@@ -30,6 +30,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.humanize",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
@@ -55,6 +56,8 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "ccs.urls"
+# The web runs on ASGI (Procfile); WSGI stays for `manage.py runserver` and the test client.
+ASGI_APPLICATION = "ccs.asgi.application"
 WSGI_APPLICATION = "ccs.wsgi.application"
 
 TEMPLATES = [
@@ -67,6 +70,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "plugins.context_processors.review_queue",
             ],
         },
     },
@@ -87,11 +91,21 @@ def _database() -> dict:
     else:
         config["CONN_HEALTH_CHECKS"] = True
         config.setdefault("TEST", {})["NAME"] = env_str("CCS_TEST_DATABASE", "test_ccs")
+        if pool := env_int("CCS_DB_POOL", 0, minimum=0):
+            # A pool of at most this many connections per process. The web needs it: under
+            # ASGI each request runs in a thread of its own, unbounded, each with a connection.
+            config["CONN_MAX_AGE"] = 0  # connections go back to the pool instead
+            config["OPTIONS"] = {"pool": {"min_size": 1, "max_size": pool, "timeout": 20}}
     return config
 
 
 DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# The console (/) signs users in; the admin keeps its own login page.
+LOGIN_URL = "console:login"
+LOGIN_REDIRECT_URL = "console:home"
+LOGOUT_REDIRECT_URL = "console:login"
 
 AUTHENTICATION_BACKENDS = [
     # first: refuses every login attempt, right password or not, while its source is locked out
@@ -119,6 +133,8 @@ TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
+# The console's own files and the vendored htmx (static/vendor/, see its README).
+STATICFILES_DIRS = [BASE_DIR / "static"]
 # Admin and Swagger assets are served by WhiteNoise straight from the installed apps.
 STATIC_ROOT = None
 WHITENOISE_USE_FINDERS = True
@@ -206,6 +222,8 @@ CCS_SSH_KEEPALIVE = env_int("CCS_SSH_KEEPALIVE", 15, minimum=0)
 
 # Live event streams: a comment line this often keeps idle proxies from closing them.
 CCS_SSE_KEEPALIVE = env_int("CCS_SSE_KEEPALIVE", 15, minimum=1)
+# Open event streams per user, across every web process (a browser tab on a task holds one).
+CCS_SSE_STREAMS_PER_USER = env_int("CCS_SSE_STREAMS_PER_USER", 20, minimum=1)
 
 # HTTP callbacks: receivers on non-public addresses are refused unless allowed (on-premises);
 # link-local and cloud metadata addresses always are.

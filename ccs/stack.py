@@ -123,6 +123,13 @@ def command_line(*args: str) -> str:
     return " ".join(shlex.quote(a) for a in args)
 
 
+# Debian's Chromium, driven by Playwright in the browser tests and benchmarks (no browser
+# download), with the flags this machine's closed network needs.
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"]
+
 # The Celery workers of the Procfile, by process name; each is named `<name>@<host>`.
 WORKER_PROCESSES = (
     "controller", "worker-dc1", "worker-dc1-high", "worker-dc2", "worker-dc2-high", "callbacks"

@@ -2,8 +2,7 @@
 object-permissions pages (saved by the audited rights services), hosts, and the audit log."""
 
 from django.contrib import admin
-from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Value
-from django.db.models.functions import Concat
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -11,6 +10,7 @@ from django.utils.html import format_html
 from guardian.admin import GuardedModelAdmin
 from guardian.forms import GroupObjectPermissionsForm, UserObjectPermissionsForm
 
+from . import selectors
 from .models import Datacenter, Host, Node, RightsAudit
 from .rights import ADMIN, GRANTS_IMPLYING, OPERATE, PERMISSIONS, VIEW
 from .selectors import rights_at
@@ -87,19 +87,8 @@ class NodeAdmin(GuardedModelAdmin):
     ordering = ["path"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Node]:
-        below = (
-            Host.nodes.through.objects.filter(
-                Q(node__path=OuterRef("path"))
-                | Q(node__path__startswith=Concat(OuterRef("path"), Value("/")))
-            )
-            .order_by()
-            .annotate(one=Value(1))
-            .values("one")
-            .annotate(n=Count("host_id", distinct=True))
-            .values("n")
-        )
         return super().get_queryset(request).annotate(
-            host_count=Count("hosts"), hosts_below=Subquery(below)
+            host_count=Count("hosts"), hosts_below=selectors.hosts_below()
         )
 
     @admin.display(description="node", ordering="path")

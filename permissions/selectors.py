@@ -6,7 +6,8 @@ them is matched by path prefix inside one SQL query.
 """
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Concat
 from guardian.shortcuts import get_objects_for_user
 
 from ccs.errors import Forbidden, InvalidInput, NotFound
@@ -192,3 +193,27 @@ def rights_at(node: Node) -> list[dict]:
         found += [{"kind": kind, "id": who, "name": who_name, "right": right, "on": paths[pk]}
                   for pk, right, who, who_name in rows]
     return found
+
+
+def host_visible(user: AbstractBaseUser, hostname: str) -> Host:
+    """The host if the user may see it; 404 otherwise."""
+    host = hosts_with_perm(user, VIEW).filter(hostname=hostname).select_related("datacenter")
+    found = host.prefetch_related("nodes").first()
+    if found is None:
+        raise NotFound(f"no host {hostname}")
+    return found
+
+
+def hosts_below() -> Subquery:
+    """The number of distinct hosts at or below the node of the outer query."""
+    below = Host.nodes.through.objects.filter(
+        Q(node__path=OuterRef("path"))
+        | Q(node__path__startswith=Concat(OuterRef("path"), Value("/")))
+    )
+    counted = below.order_by().annotate(one=Value(1)).values("one")
+    return Subquery(counted.annotate(n=Count("host_id", distinct=True)).values("n"))
+
+
+def nodes_with_host_counts(user: AbstractBaseUser, codename: str) -> QuerySet[Node]:
+    """The nodes the user holds the right on, in tree order, each with `hosts_below`."""
+    return nodes_with_perm(user, codename).order_by("path").annotate(hosts_below=hosts_below())

@@ -5,7 +5,7 @@ import json
 import unicodedata
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import QuerySet
+from django.db.models import Max, Q, QuerySet
 
 from ccs.errors import InvalidInput, NotFound
 
@@ -242,3 +242,14 @@ def _none_approved(plugin: Plugin) -> str:
               plugin.versions.order_by("-number").values_list("number", "status")[:5]]
     detail = f" ({'; '.join(states)})" if states else " (it has no versions)"
     return f"{plugin.name} has no approved version to run{detail}"
+
+
+def plugins_runnable() -> QuerySet[Plugin]:
+    """Plugins with an approved version, by name, each with `newest`, that version's number."""
+    newest = Max("versions__number", filter=Q(versions__status=Status.APPROVED))
+    return plugins_all().annotate(newest=newest).filter(newest__isnull=False)
+
+
+def versions_approved(plugin: Plugin) -> QuerySet[PluginVersion]:
+    """The plugin's versions that may start tasks, newest first."""
+    return versions_all(status=Status.APPROVED, plugin_id=plugin.pk)

@@ -1,7 +1,6 @@
 """The tasks API: create and read tasks, their subtasks and summary; pause, resume, stop and
 re-run them."""
 
-from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
@@ -13,7 +12,7 @@ from rest_framework.response import Response
 from ccs.api import BIGINT_MAX, ID, EventStreamRenderer, QueryIn, int_param, page_of, query_valid
 
 from . import selectors, services
-from .events import EventStream, events_after
+from .events import events_after
 from .models import CallbackAttempt, Task
 from .permissions import CanOperateSubtask, CanOperateTask
 from .serializers import (
@@ -31,6 +30,7 @@ from .serializers import (
     TaskFilterIn,
     TaskOut,
 )
+from .streams import event_stream_response
 
 OPERATE = ("pause", "resume", "stop")
 
@@ -177,12 +177,7 @@ class TaskViewSet(viewsets.GenericViewSet):
         header = request.headers.get("Last-Event-ID")
         after = query["after"] if header is None else int_param(header or "-", "Last-Event-ID")
         if request.accepted_renderer.format == EventStreamRenderer.format:
-            response = StreamingHttpResponse(
-                EventStream(task.pk, after), content_type="text/event-stream"
-            )
-            response["Cache-Control"] = "no-cache"
-            response["X-Accel-Buffering"] = "no"  # no proxy buffering of the stream
-            return response
+            return event_stream_response(request._request, task.pk, after)
         events = events_after(task.pk, after, query["limit"])
         last = events[-1]["seq"] if events else after
         return Response({"results": events, "next_after": last,

@@ -19,7 +19,8 @@ def channel_name(task_id: int | str) -> str:
 
 
 @cache
-def _client() -> redis.Redis:
+def redis_client() -> redis.Redis:
+    """The process's Redis client for announcements and stream slots."""
     return redis.Redis.from_url(settings.CCS_REDIS_URL, socket_timeout=5)
 
 
@@ -27,7 +28,7 @@ def events_publish(task_id: int, events: str) -> None:
     """One publish per batch of events (a JSON array, as transitions.events_json makes it); a
     failure is logged, never raised (at-most-once)."""
     try:
-        _client().publish(channel_name(task_id), events)
+        redis_client().publish(channel_name(task_id), events)
     except redis.RedisError as exc:
         log.warning("publish of events %s... for task %s failed: %s", events[:40], task_id, exc)
 

@@ -33,6 +33,11 @@ def _amount(value: object, total: int, field: str) -> int:
     raise InvalidInput.field(field, f"{value!r} is neither a count nor a percentage like '10%'")
 
 
+def count_or_percent(text: str) -> int | str:
+    """A size as stored or typed ("3", "10%") as the checks take it: a count is an int."""
+    return int(text) if text.isdigit() else text
+
+
 def batches_check(batches: object) -> list:
     if not isinstance(batches, list) or len(batches) > MAX_BATCHES:
         raise InvalidInput.field("control.batches", f"a list of at most {MAX_BATCHES} sizes")
@@ -63,8 +68,7 @@ def batch_limits(batches: list, total: int) -> list[int]:
 def failure_limit(threshold: str, total: int) -> int | None:
     if not threshold:
         return None
-    value: object = int(threshold) if threshold.isdigit() else threshold
-    return _amount(value, total, "control.failure_threshold")
+    return _amount(count_or_percent(threshold), total, "control.failure_threshold")
 
 
 @dataclass(frozen=True)

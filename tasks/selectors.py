@@ -1,13 +1,21 @@
 """Reads of tasks and subtasks."""
 
+import operator
+import re
+from datetime import date
+from functools import reduce
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models.functions import Left
 
+from ccs.errors import InvalidInput
 from permissions.rights import OPERATE, VIEW
 from permissions.selectors import hosts_with_perm
 
-from .models import COUNT_FIELDS, SubTask, Task
+from .models import COUNT_FIELDS, SubTask, Task, count_field
+from .states import ON_HOST, OUTCOME_FAILED, SubTaskStatus
 
 
 def tasks_filtered(
@@ -24,18 +32,6 @@ def tasks_filtered(
     if task_type:
         tasks = tasks.filter(task_type=task_type)
     return tasks.order_by("-id")
-
-
-def subtasks_filtered(
-    task_id: int, *, status: str | None = None, datacenter: str | None = None
-) -> QuerySet[SubTask]:
-    """A task's subtasks in id order, matching every filter given."""
-    rows = SubTask.objects.filter(task_id=task_id).select_related("host", "datacenter")
-    if status:
-        rows = rows.filter(status=status)
-    if datacenter:
-        rows = rows.filter(datacenter__name=datacenter)
-    return rows.order_by("id")
 
 
 def task_counts(task_id: int) -> dict[str, int]:
@@ -64,7 +60,7 @@ SUMMARY_SQL = {
             WHERE s.task_id = %s {where}
             GROUP BY s.status, s.exit_code, s.output_hash
         )
-        SELECT g.status, g.exit_code, g.n, g.hosts, x.stdout, x.stderr, x.reason
+        SELECT g.status, g.exit_code, g.n, g.hosts, x.stdout, x.stderr, x.reason, g.output_hash
         FROM g JOIN tasks_subtask x ON x.id = g.sample
         ORDER BY g.n DESC, g.status, g.exit_code""",
     "sqlite": """
@@ -79,7 +75,7 @@ SUMMARY_SQL = {
                 WHERE s.task_id = %s {where} AND s.status = g.status
                   AND s.exit_code IS g.exit_code AND s.output_hash = g.output_hash
                 ORDER BY h.hostname LIMIT 10)
-        ), x.stdout, x.stderr, x.reason
+        ), x.stdout, x.stderr, x.reason, g.output_hash
         FROM g JOIN tasks_subtask x ON x.id = g.sample
         ORDER BY g.n DESC, g.status, g.exit_code""",
 }
@@ -87,7 +83,8 @@ SUMMARY_SQL = {
 
 def task_summary(task_id: int, datacenter: str | None = None) -> list[dict]:
     """Groups of identical outcome (status, exit code, output), largest first, each with its
-    count, up to 10 sample hosts and one sample of the output; one query."""
+    count, up to 10 sample hosts, one sample of the output, and the `key` that selects its
+    subtasks (subtasks_filtered); one query."""
     where, params = "", [task_id]
     if datacenter:
         where = "AND s.datacenter_id = (SELECT id FROM permissions_datacenter WHERE name = %s)"
@@ -101,8 +98,9 @@ def task_summary(task_id: int, datacenter: str | None = None) -> list[dict]:
     return [
         {"status": status, "exit_code": code, "count": count,
          "hosts": hosts if isinstance(hosts, list) else (hosts or "").split("\n"),
-         "stdout": stdout, "stderr": stderr, "reason": reason}
-        for status, code, count, hosts, stdout, stderr, reason in rows
+         "stdout": stdout, "stderr": stderr, "reason": reason,
+         "key": group_key(status, code, digest)}
+        for status, code, count, hosts, stdout, stderr, reason, digest in rows
     ]
 
 
@@ -130,3 +128,90 @@ def subtask_operable_by(user: AbstractBaseUser, subtask: SubTask) -> bool:
     if user.is_superuser:
         return True
     return hosts_with_perm(user, OPERATE).filter(pk=subtask.host_id).exists()
+
+
+GROUP_KEY = re.compile(r"([a-z]+):(-?\d{0,10}):([0-9a-f]{0,64})")
+
+
+def group_key(status: str, exit_code: int | None, output_hash: str) -> str:
+    """A summary group as one token, `status:exit code:output hash` (no exit code: empty)."""
+    return f"{status}:{'' if exit_code is None else exit_code}:{output_hash}"
+
+
+def _in_group(key: str) -> Q:
+    match = GROUP_KEY.fullmatch(key)
+    if match is None or match[1] not in SubTaskStatus.values:
+        raise InvalidInput.field("group", f"not a group key (status:exit code:hash): {key!r}")
+    status, code, digest = match.groups()
+    exit_code = Q(exit_code__isnull=True) if code == "" else Q(exit_code=int(code))
+    return Q(status=status, output_hash=digest) & exit_code
+
+
+def subtasks_filtered(
+    task_id: int, *, status: str | None = None, datacenter: str | None = None,
+    group: str | None = None, host: str | None = None,
+) -> QuerySet[SubTask]:
+    """A task's subtasks in id order, in one state, datacenter and summary group (its `key`),
+    with `host` in their host name; an unknown state or a malformed group key is refused,
+    naming it."""
+    rows = SubTask.objects.filter(task_id=task_id).select_related("host", "datacenter")
+    if status and status not in SubTaskStatus.values:
+        raise InvalidInput.field("status", f"unknown state: {status}")
+    if status:
+        rows = rows.filter(status=status)
+    if datacenter:
+        rows = rows.filter(datacenter__name=datacenter)
+    if group:
+        rows = rows.filter(_in_group(group))
+    if host:
+        rows = rows.filter(host__hostname__icontains=host)
+    return rows.order_by("id")
+
+
+def _output_heads(rows: QuerySet[SubTask]) -> QuerySet[SubTask]:
+    """Rows with the head of their output (`stdout_head`, `stderr_head`), not all of it."""
+    return rows.defer("stdout", "stderr").annotate(
+        stdout_head=Left("stdout", 200), stderr_head=Left("stderr", 200)
+    )
+
+
+def host_rows(task_id: int, **filters: str) -> QuerySet[SubTask]:
+    """The console's host table: filtered subtasks by host name, with their output's head."""
+    return _output_heads(subtasks_filtered(task_id, **filters)).order_by("host__hostname")
+
+
+def task_datacenters(task_id: int) -> list[str]:
+    rows = SubTask.objects.filter(task_id=task_id).values_list("datacenter__name", flat=True)
+    return sorted(set(rows.distinct()))
+
+
+def task_phase(task: Task, counts: dict[str, int]) -> str:
+    """The task's status as shown: stopped while hosts still run is stopping, until their
+    agents confirm."""
+    if task.status in ("stopped", "stopping") and any(counts.get(s) for s in ON_HOST):
+        return "stopping"
+    return task.status
+
+
+def tasks_history(
+    user: AbstractBaseUser, *, creator: str = "", plugin: str = "", status: str = "",
+    since: date | None = None, until: date | None = None, failures: bool = False,
+) -> QuerySet[Task]:
+    """Tasks the user sees, newest first, by creator, plugin, status, creation day and
+    whether a host failed, timed out or was lost; each with `unsuccessful`, how many did."""
+    tasks = tasks_filtered(tasks_visible_to(user), creator=creator, plugin=plugin, status=status)
+    if since:
+        tasks = tasks.filter(created_at__date__gte=since)
+    if until:
+        tasks = tasks.filter(created_at__date__lte=until)
+    counters = [F(count_field(state)) for state in sorted(OUTCOME_FAILED)]
+    tasks = tasks.annotate(unsuccessful=reduce(operator.add, counters))
+    return tasks.filter(unsuccessful__gt=0) if failures else tasks
+
+
+def host_subtasks(user: AbstractBaseUser, host_id: int) -> QuerySet[SubTask]:
+    """The subtasks of a host the user sees, newest first, with their task and plugin."""
+    rows = subtasks_visible_to(user).filter(host_id=host_id).select_related(
+        "task__plugin_version__plugin", "task__creator"
+    )
+    return _output_heads(rows).order_by("-id")

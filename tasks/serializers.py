@@ -12,6 +12,7 @@ from plugins.serializers import ACCOUNT_NAME, PLUGIN_NAME
 from .control import MAX_COUNT, PERCENT
 from .events import PAGE
 from .models import CallbackAttempt, SubTask, Task
+from .selectors import GROUP_KEY
 from .states import FINAL, FINAL_CHOICES, OUTCOME_FAILED, SubTaskStatus, TaskStatus
 
 COUNT_OR_PERCENT = {
@@ -129,11 +130,25 @@ class TaskFilterIn(QueryIn):
     type = serializers.SlugField(source="task_type", max_length=32, required=False)
 
 
+@extend_schema_field({"type": "string", "pattern": f"^{GROUP_KEY.pattern}$",
+                      "example": "failed:1:0f1e2d3c4b5a6978"})
+class GroupKeyField(serializers.RegexField):
+    """A summary group's key, `status:exit code:output hash` (the exit code may be empty)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(f"^{GROUP_KEY.pattern}$", max_length=100,
+                         error_messages={"invalid": "not a group key (status:exit code:hash)"},
+                         **kwargs)
+
+
 class SubTaskFilterIn(QueryIn):
     """Filters of a task's subtasks."""
 
     status = serializers.ChoiceField(choices=SubTaskStatus.choices, required=False)
     datacenter = serializers.SlugField(max_length=64, required=False)
+    group = GroupKeyField(required=False, help_text="a summary group's key")
+    host = serializers.CharField(max_length=253, required=False,
+                                 help_text="a part of the host name")
 
 
 class SummaryFilterIn(FilterIn):
@@ -234,6 +249,7 @@ class SubTaskOut(serializers.ModelSerializer):
 class SummaryGroupOut(serializers.Serializer):
     """Hosts with the same outcome: status, exit code and output."""
 
+    key = serializers.CharField(help_text="selects the group's subtasks: subtasks/?group=<key>")
     status = serializers.ChoiceField(choices=SubTaskStatus.choices)
     exit_code = serializers.IntegerField(allow_null=True)
     count = serializers.IntegerField()

@@ -9,8 +9,18 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from rest_framework.test import APIClient
 
-from ccs.stack import WORKER_PROCESSES, Stack, wait_for, workers_ready
+from ccs.stack import (
+    CHROMIUM,
+    CHROMIUM_FLAGS,
+    WORKER_PROCESSES,
+    Stack,
+    free_port,
+    port_open,
+    wait_for,
+    workers_ready,
+)
 from plugins.services import builtin_plugins_install
+from tests.factories import Fleet, hosts_make
 
 
 @pytest.fixture
@@ -31,17 +41,30 @@ def builtins(db) -> None:
     builtin_plugins_install()
 
 
+def _on_test_database() -> dict[str, str]:
+    """The environment of a child process that works on the test database."""
+    db = connection.settings_dict
+    url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    return {**os.environ, "DATABASE_URL": url}
+
+
+@pytest.fixture
+def fleet(tmp_path, builtins):
+    """A real `ccs-agent fleet` serving ten hosts of dc1 under corp/test."""
+    port = free_port()
+    running = Fleet(tmp_path, hosts_make("dc1", 10, port), port)
+    yield running
+    running.stop()
+
+
 @pytest.fixture(scope="session")
 def workers(django_db_setup, django_db_blocker):
     """The controller and one Celery worker per datacenter, as real processes on the test DB."""
     from celery import Celery
     from django.conf import settings
 
-    db = connection.settings_dict
-    env = dict(os.environ)
-    env["DATABASE_URL"] = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     Celery(broker=settings.CELERY_BROKER_URL).control.purge()
-    stack = Stack(env=env)
+    stack = Stack(env=_on_test_database())
     for name in WORKER_PROCESSES:
         stack.start(name)
     try:
@@ -51,10 +74,21 @@ def workers(django_db_setup, django_db_blocker):
         stack.stop()
 
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# The flags this machine's closed network needs; see the README.
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+@pytest.fixture
+def web(django_db_setup) -> str:
+    """The Procfile's web process (gunicorn with uvicorn workers: ASGI) on the test database,
+    with one-second keep-alives and a limit of 5 open event streams per user; its base URL.
+    One per test: a flush between tests gives content types and permissions new ids, which a
+    longer-lived process would still hold in its caches."""
+    port = free_port()
+    stack = Stack(env={**_on_test_database(), "CCS_WEB_PORT": str(port),
+                       "CCS_SSE_KEEPALIVE": "1", "CCS_SSE_STREAMS_PER_USER": "5"})
+    stack.start("web")
+    try:
+        wait_for(lambda: port_open(port), "web", timeout=60, proc=stack.procs["web"])
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stack.stop()
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +101,7 @@ def chromium():
     # still plain synchronous calls in this thread.
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         yield browser
         browser.close()
     del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]

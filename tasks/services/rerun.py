@@ -6,6 +6,7 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from ccs.errors import InvalidInput
 
+from ..control import count_or_percent
 from ..models import SubTask, Task
 from ..states import FINAL, OUTCOME_FAILED
 from .create import ControlData, task_create
@@ -31,7 +32,7 @@ def task_rerun(
     version = task.plugin_version
     control = ControlData(
         timeout=task.timeout, priority=task.priority, concurrency=task.concurrency,
-        batches=task.batches, failure_threshold=task.failure_threshold,
+        batches=task.batches, failure_threshold=count_or_percent(task.failure_threshold),
         auto_resume=task.auto_resume, task_type=task.task_type,
     )
     return task_create(

@@ -83,6 +83,8 @@ def _sample(parameter: dict, schema: dict) -> object:
         spec = schema["components"]["schemas"][spec["$ref"].rsplit("/", 1)[1]]
     if "enum" in spec:
         return spec["enum"][0]
+    if "example" in spec:
+        return spec["example"]
     return spec.get("minimum", 1) if spec["type"] == "integer" else "x"
 
 

@@ -43,7 +43,7 @@ def test_reconnect_with_last_event_id_gets_every_event_once_in_order(api, worker
     }, format="json").json()
     url = f"/api/v1/tasks/{created['id']}/events/"
     first, ended = _sse_events(api.get(url, HTTP_ACCEPT="text/event-stream"), stop_after=7)
-    assert not ended and len(first) == 7
+    assert not ended and 7 <= len(first) < 30  # a chunk may carry several events
     assert Task.objects.get(pk=created["id"]).status not in TASK_FINAL  # we left mid-task
     rest, ended = _sse_events(api.get(
         url, HTTP_ACCEPT="text/event-stream", HTTP_LAST_EVENT_ID=str(first[-1]["seq"])

@@ -95,3 +95,15 @@ def test_rights_quota_and_approval_are_checked_now(api, admin, ended):
     outsider = APIClient()
     outsider.force_authenticate(get_user_model().objects.create_user("outsider"))
     assert outsider.post(f"/api/v1/tasks/{ended.pk}/rerun/").status_code == 404
+
+
+def test_a_failure_threshold_given_as_a_count_is_kept(api, builtins):
+    hosts_make("dc1", 2, port=1)
+    created = api.post("/api/v1/tasks/", {
+        "plugin": "ping", "params": {}, "target": {"nodes": ["corp/test"]}, "run_as": "root",
+        "control": {"failure_threshold": 2},
+    }, format="json").json()
+    SubTask.objects.filter(task_id=created["id"]).update(status="failed")
+    response = api.post(f"/api/v1/tasks/{created['id']}/rerun/", format="json")
+    assert response.status_code == 201, response.content
+    assert response.json()["control"]["failure_threshold"] == 2

@@ -32,7 +32,8 @@ def up_text(web: str, flower: str, password: str) -> str:
     """What `make up` prints: the URLs, and the lines that set up the CLI when pasted."""
     bin_dir = Path(sys.executable).parent
     return (
-        f"CCS is up.\n  web admin  {web}/admin/   (login: admin / {password})\n"
+        f"CCS is up.\n  console    {web}/   (login: admin / {password})\n"
+        f"  web admin  {web}/admin/\n"
         f"  API docs   {web}/api/v1/docs/\n  Flower     {flower}   (login: "
         f"{settings.CCS_FLOWER_USER} / the password in var/flower-password)\n"
         "The command line, in another shell:\n"
