@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import os
-import resource
 import signal
 import sys
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from agent.executor import EXEC_MODES, KILL_GRACE, OUTPUT_CAP
 from agent.jobs import RETENTION
 from agent.keys import KEY_SIZE
 from agent.log import event
+from agent.runtime import collector_tune, raise_nofile_limit
 from agent.server import AgentServer
 from agent.signing import load_public_key
 from agent.spool import SpoolError
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     raise_nofile_limit()
+    collector_tune()
     try:
         _run(lambda: _serve(settings))
     except SpoolError as exc:
@@ -301,13 +302,6 @@ def _public_key(index: int, item: object) -> Ed25519PublicKey:
         return load_public_key(data)
     except ValueError as exc:
         raise ConfigError(f"{field}: {exc}") from None
-
-
-def raise_nofile_limit() -> None:
-    """Raise the open-files soft limit to the hard limit: a fleet holds one socket per peer."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _run(entry: Callable[[], Any]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import resource
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from agent.channel import (
     _encode,
 )
 from agent.errors import ChannelError
+from agent.runtime import raise_nofile_limit
 
 Message = dict[str, Any]
 # What a request's callback receives: the reply, or the ChannelError that ended its connection.
@@ -41,15 +41,6 @@ class Endpoint:
     address: str
     port: int
     key: bytes = field(repr=False)
-
-
-def raise_nofile_limit() -> int:
-    """Raise this process's open-files soft limit to its hard limit (each pooled channel, and
-    each connection an agent serves, is one descriptor); returns the limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 class Connection(asyncio.Protocol):
@@ -222,11 +213,7 @@ class ChannelPool:
 
     async def connect(self, endpoint: Endpoint) -> Connection:
         """A new connection to the endpoint, pooled; one connect at a time per endpoint."""
-        future = self._connecting.get(endpoint)
-        if future is None:
-            future = self._start_connect(endpoint, None)
-        # shield: one caller timing out must not abort a connect others are waiting for
-        return await asyncio.shield(future)
+        return await self._connect_once(endpoint, None)
 
     async def connect_and_send(
         self, endpoint: Endpoint, encode: Callable[[int], bytes], on_reply: OnReply
@@ -235,26 +222,36 @@ class ChannelPool:
         call makes the connection; returns the connection. Raises ChannelError if the
         connection could not be made (the request was not sent); once sent, `on_reply` gets
         the reply or the error."""
-        future = self._connecting.get(endpoint)
-        if future is None:
-            return await asyncio.shield(self._start_connect(endpoint, (encode, on_reply)))
-        conn = await asyncio.shield(future)
-        conn.send(encode, on_reply)
-        return conn
+        return await self._connect_once(endpoint, (encode, on_reply))
 
-    def _start_connect(
+    async def _connect_once(
         self, endpoint: Endpoint, first: tuple[Callable[[int], bytes], OnReply] | None
-    ) -> asyncio.Future[Connection]:
-        future = asyncio.ensure_future(self._connect(endpoint, first))
-        self._connecting[endpoint] = future
-        future.add_done_callback(lambda f: self._connect_done(endpoint, f))
-        return future
-
-    def _connect_done(self, endpoint: Endpoint, future: asyncio.Future[Connection]) -> None:
-        if self._connecting.get(endpoint) is future:
-            del self._connecting[endpoint]
-        if not future.cancelled():
-            future.exception()  # retrieved here so an abandoned failure is not logged as lost
+    ) -> Connection:
+        """Make the connection in this coroutine, or wait for the one being made (then the
+        request, if any, is sent on it); others wait on a plain future, not a task of their
+        own: a new channel costs one coroutine, however many ask for it."""
+        waiting = self._connecting.get(endpoint)
+        if waiting is not None:
+            # shield: one caller timing out must not fail the connect others wait for
+            conn = await asyncio.shield(waiting)
+            if first is not None:
+                conn.send(*first)
+            return conn
+        made = asyncio.get_running_loop().create_future()
+        self._connecting[endpoint] = made
+        try:
+            conn = await self._connect(endpoint, first)
+        except BaseException as exc:
+            if not made.done():  # (close() cancels what is being connected)
+                made.set_exception(exc if isinstance(exc, Exception) else ChannelError("closed"))
+                made.exception()  # retrieved: nobody else may be waiting
+            raise
+        finally:
+            if self._connecting.get(endpoint) is made:
+                del self._connecting[endpoint]
+        if not made.done():
+            made.set_result(conn)
+        return conn
 
     async def _connect(
         self, endpoint: Endpoint, first: tuple[Callable[[int], bytes], OnReply] | None = None

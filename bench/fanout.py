@@ -25,7 +25,6 @@ import json
 import multiprocessing
 import os
 import re
-import resource
 import shutil
 import signal
 import subprocess
@@ -37,6 +36,8 @@ from pathlib import Path
 
 import httpx
 from common import bench_stack, bench_user, django_on_bench_database
+
+from agent.runtime import collector_tune, raise_nofile_limit
 
 FINAL_MARKS = [f'"to":"{s}"'.encode() for s in ("success", "failed", "timeout", "stopped",
                                                    "lost")]
@@ -63,7 +64,7 @@ def main() -> None:
     sizes = _sizes(parser, args)
     if args.runs < 2:
         parser.error("--runs must be at least 2 (one cold, one warm)")
-    _raise_nofile()
+    raise_nofile_limit()
     django_on_bench_database()
     results = []
     for hosts in sizes:
@@ -84,11 +85,6 @@ def _sizes(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[in
     if any(n < 2 for n in sizes):
         parser.error("host counts must be at least 2")
     return sizes
-
-
-def _raise_nofile() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def measure(hosts: int, exec_mode: str, runs: int, quiet: bool, profile: Path | None,
@@ -534,10 +530,11 @@ def channel_floor(task_id: int, datacenters: list) -> tuple[float, float]:
 
 
 def _floor_process(task_id: int, datacenter: str, barrier, times) -> None:
-    _raise_nofile()
+    raise_nofile_limit()
     import django
 
     django.setup()
+    collector_tune()  # as the workers are
     from dataclasses import replace
 
     from tasks.hosts.fanout import FANOUT

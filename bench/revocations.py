@@ -84,7 +84,8 @@ async def measure(hosts: int, rounds: int, listed: int) -> dict[str, float]:
 async def _scenario(signer, fields: dict, hosts: int, rounds: int, issued) -> tuple[float, float]:
     """Agent CPU per job of the first round (it carries the list, if any) and the median of
     the others, on a fresh fleet warmed up by one round without a list."""
-    from agent.client import ChannelPool, Endpoint, raise_nofile_limit
+    from agent.client import ChannelPool, Endpoint
+    from agent.runtime import raise_nofile_limit
     from agent.signing import public_key_pem
     from tasks.hosts.jobs import HostJob, TaskJob
 

@@ -2,7 +2,9 @@
 
 import os
 
-from celery import Celery
+from celery import Celery, signals
+
+from agent.runtime import collector_tune
 
 from . import routing
 from .env import settings_or_exit
@@ -24,5 +26,13 @@ app.conf.beat_schedule = {
     "sitter": {"task": routing.TASK_SITTER, "schedule": 30.0},
     "hosts-probe": {"task": routing.TASK_PROBE_PLAN, "schedule": 60.0},
 }
+
+
+
+@signals.worker_ready.connect
+def _tune(**_: object) -> None:
+    """Every worker, once it has started (its start-up objects stay out of collections)."""
+    collector_tune()
+
 
 __all__ = ["app", "QUEUE_CALLBACKS"]
