@@ -195,7 +195,7 @@ CCS_SIGNING_KEY = secret_file("CCS_SIGNING_KEY", VAR_DIR / "signing-key.pem")
 # Public keys of signing keys used before a rotation: their approvals stay valid (agents keep
 # accepting them) and are recognised here; comma-separated PEM file paths or base64 raw keys.
 CCS_SIGNING_PREVIOUS_KEYS = env_public_keys("CCS_SIGNING_PREVIOUS_KEYS")
-CCS_SHARD_SIZE = env_int("CCS_SHARD_SIZE", 1000, minimum=1)
+CCS_SHARD_SIZE = env_int("CCS_SHARD_SIZE", 2000, minimum=1)
 CCS_FANOUT_CONCURRENCY = env_int("CCS_FANOUT_CONCURRENCY", 500, minimum=1)
 CCS_CONNECT_TIMEOUT = env_int("CCS_CONNECT_TIMEOUT", 5, minimum=1)
 # Host names are resolved in the fan-out's loop (c-ares): these name servers ("ip" or
@@ -203,7 +203,7 @@ CCS_CONNECT_TIMEOUT = env_int("CCS_CONNECT_TIMEOUT", 5, minimum=1)
 CCS_DNS_SERVERS = env_list("CCS_DNS_SERVERS", [])
 CCS_DNS_TIMEOUT = env_int("CCS_DNS_TIMEOUT", 2, minimum=1)
 CCS_OUTPUT_CAP = env_int("CCS_OUTPUT_CAP", 65536, minimum=1024)
-CCS_RESULT_FLUSH_ROWS = env_int("CCS_RESULT_FLUSH_ROWS", 500, minimum=1)
+CCS_RESULT_FLUSH_ROWS = env_int("CCS_RESULT_FLUSH_ROWS", 1000, minimum=1)
 CCS_RESULT_FLUSH_MS = env_int("CCS_RESULT_FLUSH_MS", 200, minimum=1)
 
 # The SSH channel, for hosts without an agent (and agent installs). The client private key
