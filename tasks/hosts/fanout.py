@@ -44,6 +44,10 @@ STATUS_TIMEOUT = 10.0
 CONNECTS = 500
 # Pauses between attempts to reach a host again after its channel dropped mid-job.
 RETRY_PAUSES = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0)
+# Connects tried before a host whose handshake does not finish (it answered the TCP connect)
+# is called unreachable; a refused connect is final at once.
+CONNECT_TRIES = 3
+SLOW_HANDSHAKE = ("closed", "timeout")
 _DONE = object()
 
 
@@ -216,16 +220,22 @@ class Shard:
             return False
         return True
 
-    async def _connect_and_send(self, job: HostJob, attempt: int) -> None:
-        """Attempt 0 is the first delivery; later ones follow a dropped channel."""
+    async def _connect_and_send(self, job: HostJob, attempt: int, tries: int = 1) -> None:
+        """Attempt 0 is the first delivery (`tries` connects so far); later attempts follow a
+        channel that dropped after the job was sent."""
         try:
             await job.connect_and_send(self.pool, lambda reply: self._replied(job, reply))
         except ChannelError as exc:
-            if attempt == 0:
+            if attempt > 0:
+                self._retry_later(job, attempt + 1)
+            elif exc.reason in SLOW_HANDSHAKE and tries < CONNECT_TRIES:
+                # the job was not sent: a handshake that did not finish in time (a busy agent
+                # or a busy worker) is tried again before the host is called unreachable
+                self._later(job, RETRY_PAUSES[tries - 1],
+                            lambda: self._connect_and_send(job, 0, tries + 1))
+            else:
                 # never delivered: the job did not run
                 self._record(failure(job.subtask_id, _unreachable(exc)))
-            else:
-                self._retry_later(job, attempt + 1)
         except Exception as exc:  # one host's surprise must not hold up the others
             log.exception("subtask %s: unexpected error", job.subtask_id)
             self._record(failure(job.subtask_id, f"internal error: {type(exc).__name__}"))
@@ -243,11 +253,14 @@ class Shard:
         if time.monotonic() + pause >= self.deadline:
             self._leave(job, "its channel dropped and the agent stayed unreachable")
             return
+        self._later(job, pause, lambda: self._connect_and_send(job, attempt))
 
+    def _later(self, job: HostJob, pause: float, step: Callable[[], Awaitable[None]]) -> None:
+        """`step` in `pause` seconds, unless the job has an outcome by then."""
         async def again() -> None:
             await asyncio.sleep(pause)
             if job.subtask_id in self.waiting:
-                await self._connect_and_send(job, attempt)
+                await step()
 
         task = asyncio.ensure_future(again())
         self.retries.add(task)

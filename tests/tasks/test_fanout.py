@@ -25,10 +25,11 @@ Answer = Callable[[dict[str, Any], int], dict[str, Any] | None]
 
 class ScriptedAgent:
     """An agent on a loopback port that answers each request as `answer(request, connection
-    number)` says; None: hang up without answering."""
+    number)` says; None: hang up without answering. Its first `busy` connections are closed
+    before the handshake, as an agent too busy to finish one in time."""
 
-    def __init__(self, host_id: str, key: bytes, answer: Answer) -> None:
-        self.host_id, self.key, self.answer = host_id, key, answer
+    def __init__(self, host_id: str, key: bytes, answer: Answer, busy: int = 0) -> None:
+        self.host_id, self.key, self.answer, self.busy = host_id, key, answer, busy
         self.connections = 0
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
@@ -45,6 +46,9 @@ class ScriptedAgent:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         number = self.connections
+        if number <= self.busy:
+            writer.close()
+            return
         session = await server_handshake(reader, writer, {self.host_id: self.key}.get)
         try:
             while True:
@@ -102,6 +106,20 @@ def test_a_host_that_cannot_be_reached_never_got_its_job_and_fails_as_unreachabl
     closed = Endpoint("nowhere", "127.0.0.1", 9, os.urandom(32))  # discard port: refused
     saved = _run([_job(1, closed)])
     assert saved[1].status == "failed" and saved[1].reason.startswith("unreachable")
+
+
+def test_a_handshake_that_does_not_finish_is_tried_again_before_the_host_is_unreachable():
+    busy = ScriptedAgent("busy", os.urandom(32), _ok, busy=fanout.CONNECT_TRIES - 1)
+    saved = _run([_job(3, busy.endpoint())])
+    assert saved[3].status == "success"
+    assert busy.connections == fanout.CONNECT_TRIES
+
+
+def test_a_host_whose_handshakes_never_finish_fails_as_unreachable_after_the_last_try():
+    never = ScriptedAgent("never", os.urandom(32), _ok, busy=fanout.CONNECT_TRIES)
+    saved = _run([_job(4, never.endpoint())])
+    assert saved[4].status == "failed" and saved[4].reason.startswith("unreachable")
+    assert never.connections == fanout.CONNECT_TRIES
 
 
 def test_silence_past_the_deadline_then_a_bad_status_reply_leaves_that_host_to_the_sitter(
