@@ -40,7 +40,22 @@ def django_on_bench_database(name: str = "ccs_bench") -> str:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
+    _secrets_check(name)
     return url
+
+
+def _secrets_check(name: str) -> None:
+    """Refuse a database seeded under other secrets than this checkout's var/ (another
+    checkout's benchmark): every job would be refused as badly signed."""
+    from plugins.models import PluginVersion
+    from plugins.signing import signing_key_id
+
+    version = PluginVersion.objects.select_related("plugin").get(plugin__name="ping", number=1)
+    if signing_key_id(version.signed_meta(), version.signature) is None:
+        raise SystemExit(
+            f"bench: database {name} was set up with another signing key than var/'s "
+            "(another checkout's secrets): set CCS_BENCH_DATABASE to a database of your own "
+            "or drop this one")
 
 
 @dataclass(frozen=True)
