@@ -102,26 +102,30 @@ def measure(hosts: int, exec_mode: str, runs: int, quiet: bool, profile: Path | 
     env = {"CCS_WEB_PORT": str(web_port)}
     if names is not None:
         env["CCS_DNS_SERVERS"] = names.server
-    with bench_stack(hosts, exec_mode, extra=("web",), **env) as (stack, datacenters):
-        wait_for(lambda: port_open(web_port), "web", timeout=60)
-        say(f"{hosts} hosts in {len(datacenters)} datacenters, exec={exec_mode}, "
-            f"shard size {settings.CCS_SHARD_SIZE}")
-        roles = Roles(stack)
-        api = httpx.Client(base_url=f"http://127.0.0.1:{web_port}/api/v1", timeout=120,
-                           headers={"Authorization": f"Token {token}"})
-        measured = []
-        for run in range(runs):
-            _vacuum()
-            spies = Spies(roles, profile, hosts) if profile and run == runs - 1 else None
-            measured.append(one_task(api, hosts, roles, settings.CELERY_BROKER_URL))
-            label = "cold" if run == 0 else "warm"
-            say(f"  {label}: {_run_line(measured[-1])}")
-            if spies:
-                spies.stop_and_summarise(say)
-        floor_new, floor_pooled = channel_floor(measured[-1]["task"], datacenters)
-        say(f"  channel floor: new channels {floor_new:.2f} s, pooled {floor_pooled:.2f} s")
-        named = _named_runs(api, hosts, roles, settings.CELERY_BROKER_URL, runs, names, say)
-        rss = max(_rss_mb(pid) for pid in roles.pids("dc-workers"))
+    try:
+        with bench_stack(hosts, exec_mode, extra=("web",), **env) as (stack, datacenters):
+            wait_for(lambda: port_open(web_port), "web", timeout=60)
+            say(f"{hosts} hosts in {len(datacenters)} datacenters, exec={exec_mode}, "
+                f"shard size {settings.CCS_SHARD_SIZE}")
+            roles = Roles(stack)
+            api = httpx.Client(base_url=f"http://127.0.0.1:{web_port}/api/v1", timeout=120,
+                               headers={"Authorization": f"Token {token}"})
+            measured = []
+            for run in range(runs):
+                _vacuum()
+                spies = Spies(roles, profile, hosts) if profile and run == runs - 1 else None
+                measured.append(one_task(api, hosts, roles, settings.CELERY_BROKER_URL))
+                label = "cold" if run == 0 else "warm"
+                say(f"  {label}: {_run_line(measured[-1])}")
+                if spies:
+                    spies.stop_and_summarise(say)
+            floor_new, floor_pooled = channel_floor(measured[-1]["task"], datacenters)
+            say(f"  channel floor: new channels {floor_new:.2f} s, pooled {floor_pooled:.2f} s")
+            named = _named_runs(api, hosts, roles, settings.CELERY_BROKER_URL, runs, names, say)
+            rss = max(_rss_mb(pid) for pid in roles.pids("dc-workers"))
+    finally:
+        if names is not None:
+            names.stop()
     result = _result(hosts, len(datacenters), measured, floor_new, floor_pooled, rss)
     if named:
         result["dns"] = {
@@ -156,7 +160,6 @@ def _named_runs(api: httpx.Client, hosts: int, roles: "Roles", broker: str, runs
             say(f"  {'cold' if run == 0 else 'warm'}, named hosts: {_run_line(measured[-1])}")
     finally:
         hosts_of_size.update(address="127.0.0.1")
-        names.stop()
     return measured
 
 
@@ -165,49 +168,55 @@ def _median(runs: list[dict]) -> dict:
 
 
 class dns_names:
-    """dnsmasq on a loopback port, answering `<hostname>.bench.test` with 127.0.0.1."""
+    """dnsmasq on a loopback port, answering `<hostname>.bench.test` with 127.0.0.1. It starts
+    at once, with no names, so that its port stays its own while the runs by address open
+    tens of thousands of connections from ephemeral ports."""
 
     def __init__(self, hosts: int) -> None:
         from django.conf import settings
 
-        from ccs.stack import free_port
+        from ccs.stack import free_port, wait_for
 
         self.port = free_port()
         self.server = f"127.0.0.1:{self.port}"
         self.hosts = settings.VAR_DIR / f"bench-dns-{hosts}.hosts"
         self.hosts.write_text("")
-        self.proc: subprocess.Popen | None = None
-
-    def serve(self, hostnames: list[str]) -> None:
-        from ccs.stack import wait_for
-
-        self.hosts.write_text("".join(f"127.0.0.1 {name}.bench.test\n" for name in hostnames))
+        log = open(settings.VAR_DIR / "log" / "dns.log", "ab")  # noqa: SIM115 - the child's
         self.proc = subprocess.Popen([
             shutil.which("dnsmasq") or "/usr/sbin/dnsmasq", "--keep-in-foreground",
             f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces",
             "--no-resolv", "--no-hosts", f"--addn-hosts={self.hosts}", "--local-ttl=300",
             "--local=/bench.test/", "--user=root", "--pid-file=", "--cache-size=0",
-        ], stderr=subprocess.DEVNULL)
+        ], stdout=log, stderr=log)
+        wait_for(lambda: _answers(self.port, "localhost.bench.test") is not None, "dnsmasq",
+                 proc=self.proc)
+
+    def serve(self, hostnames: list[str]) -> None:
+        """Answer for `hostnames` from now on (dnsmasq reads its hosts file again on HUP)."""
+        from ccs.stack import wait_for
+
+        self.hosts.write_text("".join(f"127.0.0.1 {name}.bench.test\n" for name in hostnames))
+        self.proc.send_signal(signal.SIGHUP)
         wait_for(lambda: _answers(self.port, f"{hostnames[0]}.bench.test"), "dnsmasq",
                  proc=self.proc)
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
 
 
-def _answers(port: int, name: str) -> bool:
+def _answers(port: int, name: str) -> bool | None:
+    """True: `name` resolves; False: the server says it does not; None: no answer."""
     import asyncio
 
     import aiodns
 
-    async def ask() -> bool:
+    async def ask() -> bool | None:
         try:
             await aiodns.DNSResolver(nameservers=[f"127.0.0.1:{port}"], timeout=1,
                                      tries=1).query_dns(name, "A")
-        except aiodns.error.DNSError:
-            return False
+        except aiodns.error.DNSError as exc:
+            return None if exc.args and exc.args[0] == aiodns.error.ARES_ETIMEOUT else False
         return True
 
     return asyncio.run(ask())
