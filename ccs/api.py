@@ -87,9 +87,30 @@ def _not_text(field: serializers.Field, value: Any) -> bool:
         value, str)
 
 
-class StrictSerializerMixin:
+def _as_sent(field: serializers.Field) -> None:
+    """Check a text field as it was sent: DRF trims whitespace before its length check, so
+    2,001 spaces passed a 2,000-character limit (as an empty string) that the schema states
+    for the text itself."""
+    if isinstance(field, serializers.CharField):
+        field.trim_whitespace = False
+    child = getattr(field, "child", None)
+    if isinstance(child, serializers.Field):
+        _as_sent(child)
+
+
+class TextAsSentMixin:
+    """Every text field of the serializer (list items included) checked as sent."""
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()
+        for field in fields.values():
+            _as_sent(field)
+        return fields
+
+
+class StrictSerializerMixin(TextAsSentMixin):
     """Refuse input keys the serializer does not declare, instead of silently dropping them,
-    and anything but a string where a string is expected."""
+    and anything but a string where a string is expected; text is checked as sent."""
 
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, dict):
@@ -130,8 +151,9 @@ class Page(LimitOffsetPagination):
     max_limit = MAX_PAGE
 
 
-class FilterIn(serializers.Serializer):
-    """Query parameters of a read: only the declared ones; anything else is 400."""
+class FilterIn(TextAsSentMixin, serializers.Serializer):
+    """Query parameters of a read: only the declared ones, each once (`query_valid`); anything
+    else is 400."""
 
     def to_internal_value(self, data: Any) -> Any:
         unknown = sorted(set(data) - set(self.fields))
@@ -160,7 +182,10 @@ def page_of(view: Any, rows: Any, serializer_class: type[serializers.Serializer]
 
 def query_valid(request: Request, serializer_class: type[serializers.Serializer]) -> dict:
     """The request's query parameters checked by `serializer_class`, or a 400 naming them."""
-    data = serializer_class(data=request.query_params.dict())  # a repeated one: the last
+    repeated = sorted(name for name, values in request.query_params.lists() if len(values) > 1)
+    if repeated:
+        raise exceptions.ValidationError({name: ["given more than once"] for name in repeated})
+    data = serializer_class(data=request.query_params.dict())
     data.is_valid(raise_exception=True)
     if issubclass(serializer_class, QueryIn):  # the paginator reads limit and offset
         return {k: v for k, v in data.validated_data.items() if k not in ("limit", "offset")}

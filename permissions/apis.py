@@ -150,16 +150,17 @@ class NodeViewSet(viewsets.GenericViewSet):
             return Response(GrantOut(selectors.node_grants(node), many=True).data)
         if request.method == "POST" or request.data:
             data = GrantIn(data=request.data)
+            data.is_valid(raise_exception=True)
+            fields = data.validated_data
         else:
-            data = GrantQueryIn(data=request.query_params.dict())
-        data.is_valid(raise_exception=True)
-        principal = _principal(data.validated_data)
+            fields = query_valid(request, GrantQueryIn)
+        principal = _principal(fields)
         change = services.right_grant if request.method == "POST" else services.right_revoke
         changed = change(
             actor=request.user,
             node=node,
             principal=principal,
-            permission=data.validated_data["permission"],
+            permission=fields["permission"],
         )
         code = (
             status.HTTP_201_CREATED if request.method == "POST" and changed else status.HTTP_200_OK

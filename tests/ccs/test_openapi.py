@@ -6,6 +6,7 @@ import re
 import pytest
 from openapi_spec_validator import validate
 
+from plugins.models import Plugin
 from tasks.states import TaskStatus
 from tests.factories import hosts_make
 
@@ -125,6 +126,27 @@ def test_bad_filter_values_answer_400_naming_the_parameter(api, url, params, fie
     response = api.get(url, params)
     assert response.status_code == 400
     assert field in response.json()["errors"]
+
+
+@pytest.mark.parametrize("url", ["/api/v1/tasks/", "/api/v1/hosts/", "/api/v1/plugins/"])
+def test_a_query_parameter_given_twice_answers_400_naming_it(api, url):
+    # schemathesis: tasks/?offset=false&...&offset=0.0 was answered 200 (the last one won)
+    response = api.get(f"{url}?offset=1&offset=0&limit=5")
+    assert response.status_code == 400
+    assert response.json()["errors"] == {"offset": ["given more than once"]}
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    # schemathesis: 2,001 NEL characters were trimmed to "" and a plugin was made
+    ({"name": "spaces", "description": "\u0085" * 2001}, "description"),
+    ({"name": "spaces", "description": " " * 1999 + "long"}, "description"),
+    ({"name": " spaces "}, "name"),
+])
+def test_text_is_checked_as_sent_not_after_trimming(api, body, field):
+    response = api.post("/api/v1/plugins/", body, format="json")
+    assert response.status_code == 400
+    assert field in response.json()["errors"]
+    assert not Plugin.objects.filter(name="spaces").exists()
 
 
 def test_documented_filters_filter(api, builtins):

@@ -69,7 +69,7 @@ def test_a_retired_version_can_be_revoked_and_stays_retired(people, make_version
 
 @pytest.mark.parametrize(("body", "field", "message"), [
     ({}, "reason", "This field is required."),
-    ({"reason": "  "}, "reason", "This field may not be blank."),
+    ({"reason": "  "}, "reason", "a revocation needs a reason"),
     ({"reason": "x" * 5001}, "reason", "Ensure this field has no more than 5000 characters."),
     ({"reason": FLAW, "force": True}, "force", "unknown field"),
 ])
