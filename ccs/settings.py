@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from .broker import transport_for
 from .env import (
     django_secret_key,
     env_bool,
@@ -186,6 +187,13 @@ CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A broker restart must not stop a process: ours survives it (ccs/broker.py), workers keep
+# trying to reconnect for as long as it is down (Celery's default gives up after 100 tries),
+# and the shards they are running finish and are acknowledged once it is back (cancelling them
+# would not stop their threads anyway).
+CELERY_BROKER_TRANSPORT = transport_for(CELERY_BROKER_URL)
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CCS_VISIBILITY_TIMEOUT", 3600)}
 CELERY_TASK_ALWAYS_EAGER = False
 

@@ -144,6 +144,10 @@ def workers_ready(broker: str, processes: tuple[str, ...] = WORKER_PROCESSES) ->
     """Whether every one of these workers answers a ping on the broker."""
     from celery import Celery
 
+    app = Celery(broker=broker)
     expected = {worker_node_name(p) for p in processes}
-    replies = Celery(broker=broker).control.ping(destination=sorted(expected), timeout=1.0)
+    try:
+        replies = app.control.ping(destination=sorted(expected), timeout=1.0)
+    except app.connection_for_write().connection_errors:  # e.g. pooled from before a restart
+        return False
     return expected <= {name for reply in replies for name in reply}

@@ -3,6 +3,7 @@ a real headless Chromium (Debian's, driven by Playwright) for web pages."""
 
 import os
 import shutil
+import subprocess
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -16,6 +17,7 @@ from ccs.stack import (
     Stack,
     free_port,
     port_open,
+    redis_answers,
     wait_for,
     workers_ready,
 )
@@ -89,6 +91,42 @@ def web(django_db_setup) -> str:
         yield f"http://127.0.0.1:{port}"
     finally:
         stack.stop()
+
+
+class RedisServer:
+    """A redis-server of the test's own on a free loopback port (never the machine's), without
+    persistence: a restart loses what it held, as a crash does."""
+
+    def __init__(self, directory) -> None:
+        self.port = free_port()
+        self.command = [shutil.which("redis-server") or "/usr/bin/redis-server",
+                        "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                        "--appendonly", "no", "--logfile", str(directory / "redis.log")]
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.command)
+        wait_for(lambda: redis_answers(self.url()), "redis-server", proc=self.proc)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A Redis of this test's own, which it may stop, restart or take away."""
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")
