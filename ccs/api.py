@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from .errors import ServiceError
+from .errors import ServiceError, Unavailable
 
 
 def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
@@ -52,7 +52,9 @@ def _not_found(context: dict) -> str:
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     """Every error as `{"detail": ..., "errors": {field: [...]}}` with a 4xx status."""
     if isinstance(exc, ServiceError):
-        return Response({"detail": exc.detail, "errors": exc.errors}, status=exc.status)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
+        return Response({"detail": exc.detail, "errors": exc.errors}, status=exc.status,
+                        headers=headers)
     if isinstance(exc, exceptions.ValidationError):
         errors = _flatten(exc.detail)
         return Response(

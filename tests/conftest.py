@@ -4,6 +4,7 @@ a real headless Chromium (Debian's, driven by Playwright) for web pages."""
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -76,21 +77,31 @@ def workers(django_db_setup, django_db_blocker):
         stack.stop()
 
 
-@pytest.fixture
-def web(django_db_setup) -> str:
-    """The Procfile's web process (gunicorn with uvicorn workers: ASGI) on the test database,
-    with one-second keep-alives and a limit of 5 open event streams per user; its base URL.
-    One per test: a flush between tests gives content types and permissions new ids, which a
-    longer-lived process would still hold in its caches."""
+def _web(**env: str) -> Iterator[str]:
     port = free_port()
     stack = Stack(env={**_on_test_database(), "CCS_WEB_PORT": str(port),
-                       "CCS_SSE_KEEPALIVE": "1", "CCS_SSE_STREAMS_PER_USER": "5"})
+                       "CCS_SSE_KEEPALIVE": "1", "CCS_SSE_STREAMS_PER_USER": "5", **env})
     stack.start("web")
     try:
         wait_for(lambda: port_open(port), "web", timeout=60, proc=stack.procs["web"])
         yield f"http://127.0.0.1:{port}"
     finally:
         stack.stop()
+
+
+@pytest.fixture
+def web(django_db_setup) -> Iterator[str]:
+    """The Procfile's web process (gunicorn with uvicorn workers: ASGI) on the test database,
+    with one-second keep-alives and a limit of 5 open event streams per user; its base URL.
+    One per test: a flush between tests gives content types and permissions new ids, which a
+    longer-lived process would still hold in its caches."""
+    yield from _web()
+
+
+@pytest.fixture
+def web_on_own_redis(django_db_setup, redis_server) -> Iterator[str]:
+    """The web process as `web`, its broker and event channel the test's own Redis."""
+    yield from _web(CCS_BROKER_URL=redis_server.url(), CCS_REDIS_URL=redis_server.url())
 
 
 class RedisServer:
