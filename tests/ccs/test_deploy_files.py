@@ -105,3 +105,18 @@ def test_ci_is_little_more_than_make_test():
     lines = [line for line in (ROOT / ".ci/run").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
     assert lines[-1] == 'exec make test "$@"' and len(lines) <= 4
+
+
+def test_every_compose_service_is_started_again_when_it_dies():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    for name, service in compose.items():
+        assert service.get("restart") == "unless-stopped", name
+
+
+def test_the_systemd_unit_runs_a_procfile_process_and_restarts_it_for_ever():
+    unit = (ROOT / "deploy/systemd/ccs@.service").read_text()
+    lines = [line.strip() for line in unit.splitlines() if line and not line.startswith("#")]
+    assert "Restart=always" in lines and "StartLimitIntervalSec=0" in lines
+    assert "start %i" in next(line for line in lines if line.startswith("ExecStart="))
+    target = ROOT / "deploy/systemd/ccs.target"
+    assert "WantedBy=ccs.target" in lines and target.exists()

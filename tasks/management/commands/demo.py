@@ -64,7 +64,7 @@ class Command(BaseCommand):
         call_command("migrate", verbosity=0)
         fleet_ports = self._seed(hosts_per_dc, exec_mode)
         token, password = self._admin()
-        stack = Stack()
+        stack = Stack(supervise=True)  # a process that dies is started again
         try:
             web = self._start(stack, fleet_ports)
             if up:
