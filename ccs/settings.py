@@ -13,6 +13,7 @@ from .env import (
     env_list,
     env_public_keys,
     env_str,
+    env_token,
     secret_file,
 )
 from .openapi import ENUM_NAMES
@@ -246,6 +247,9 @@ CCS_SITTER_GRACE = env_int("CCS_SITTER_GRACE", 60, minimum=1)
 CCS_SITTER_QUEUED_GRACE = env_int("CCS_SITTER_QUEUED_GRACE", 600, minimum=1)
 CCS_SITTER_LOST_AFTER = env_int("CCS_SITTER_LOST_AFTER", 900, minimum=1)
 CCS_SITTER_PULL_TIMEOUT = env_int("CCS_SITTER_PULL_TIMEOUT", 10, minimum=1)
+
+# /metrics answers a bearer of this token (Prometheus) and staff users; empty: staff only.
+CCS_METRICS_TOKEN = env_token("CCS_METRICS_TOKEN", minimum_length=16)
 
 # Flower asks for this user and CCS_FLOWER_PASSWORD(_FILE) (ccs/flowerconfig.py).
 CCS_FLOWER_USER = env_str("CCS_FLOWER_USER", "ccs")
