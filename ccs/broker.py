@@ -39,7 +39,11 @@ class RedisTransport(redis.Transport):
 REDIS_TRANSPORT = f"{__name__}:{RedisTransport.__name__}"
 
 
+def is_redis(url: str) -> bool:
+    return url.split("://", 1)[0] in ("redis", "rediss")
+
+
 def transport_for(url: str) -> str | None:
     """The kombu transport for a broker URL: ours for Redis; kombu's own (by the URL's scheme)
     for anything else, e.g. RabbitMQ's `amqp://`."""
-    return REDIS_TRANSPORT if url.split("://", 1)[0] in ("redis", "rediss") else None
+    return REDIS_TRANSPORT if is_redis(url) else None

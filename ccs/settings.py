@@ -5,7 +5,7 @@ from pathlib import Path
 
 import dj_database_url
 
-from .broker import transport_for
+from .broker import is_redis, transport_for
 from .env import (
     django_secret_key,
     env_bool,
@@ -174,8 +174,12 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Celery: the routing table lives in ccs.routing.
+# The broker is Redis (the default) or anything kombu takes by URL, e.g. RabbitMQ's
+# `amqp://user:password@host:5672/vhost`; the event channel is always Redis: the broker's
+# own when that is Redis, else CCS_REDIS_URL.
 CELERY_BROKER_URL = env_str("CCS_BROKER_URL", "redis://127.0.0.1:6379/0")
-CCS_REDIS_URL = env_str("CCS_REDIS_URL", CELERY_BROKER_URL)
+CCS_REDIS_URL = env_str("CCS_REDIS_URL", CELERY_BROKER_URL if is_redis(CELERY_BROKER_URL)
+                        else "redis://127.0.0.1:6379/0")
 # Pub/sub channels are shared by every database of a Redis server: installations (or test runs)
 # sharing one Redis keep their announcements apart by this prefix.
 CCS_EVENT_PREFIX = env_str("CCS_EVENT_PREFIX", "ccs")
@@ -195,7 +199,12 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT = transport_for(CELERY_BROKER_URL)
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CCS_VISIBILITY_TIMEOUT", 3600)}
+# Redis redelivers a message unacknowledged this long (RabbitMQ when its consumer's channel
+# closes).
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {"visibility_timeout": env_int("CCS_VISIBILITY_TIMEOUT", 3600)}
+    if is_redis(CELERY_BROKER_URL) else {}
+)
 CELERY_TASK_ALWAYS_EAGER = False
 
 # The agent channel and plugin signing.

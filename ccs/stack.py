@@ -63,6 +63,18 @@ def wait_for(check, what: str, timeout: float = 30.0, proc: subprocess.Popen | N
     raise StackError(f"{what} not ready after {timeout:.0f} s")
 
 
+def broker_answers(url: str) -> bool:
+    """Whether a Celery broker (any kombu URL) accepts a connection."""
+    from kombu import Connection
+
+    with Connection(url, connect_timeout=2) as conn:
+        try:
+            conn.connect()
+        except (*conn.connection_errors, OSError):
+            return False
+    return True
+
+
 def redis_answers(url: str) -> bool:
     try:
         return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())

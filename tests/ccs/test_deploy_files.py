@@ -83,20 +83,23 @@ def test_the_system_script_names_what_a_bare_machine_lacks(tmp_path):
     env = {"PATH": str(tmp_path), "CCS_SBIN": "", "CCS_SYSTEM_PYTHON": "/nonexistent",
            "CCS_SYSTEM_DRY_RUN": "1"}
     ran = subprocess.run(["bash", str(ROOT / "scripts/system.sh"), "test",
-                          "postgres://postgres@127.0.0.1:1/ccs", "redis://localhost:2/15"],
+                          "postgres://postgres@127.0.0.1:1/ccs", "redis://localhost:2/15",
+                          "amqp://guest:guest@127.0.0.1:3/"],
                          env=env, capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr
     assert ran.stderr.splitlines() == [
         "system: would install: redis-server postgresql openssh-server sudo chromium strace "
-        "dnsmasq-base python3-cryptography",
+        "dnsmasq-base rabbitmq-server python3-cryptography",
         "system: would start PostgreSQL on 127.0.0.1:1",
         "system: would start Redis on localhost:2",
+        "system: would start RabbitMQ on 127.0.0.1:3",
     ]
     demo = subprocess.run(["bash", str(ROOT / "scripts/system.sh"), "demo"], env=env,
                           capture_output=True, text=True)
     assert demo.stderr == "system: would install: redis-server\n"
     remote = subprocess.run(["bash", str(ROOT / "scripts/system.sh"), "test",
-                             "postgres://u@db.example:5432/ccs", "redis://cache.example/0"],
+                             "postgres://u@db.example:5432/ccs", "redis://cache.example/0",
+                             "amqp://u:p@mq.example/"],
                             env=env, capture_output=True, text=True)
     assert "would start" not in remote.stderr  # services elsewhere are not ours to start
 
