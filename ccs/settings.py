@@ -197,6 +197,11 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # and the shards they are running finish and are acknowledged once it is back (cancelling them
 # would not stop their threads anyway).
 CELERY_BROKER_TRANSPORT = transport_for(CELERY_BROKER_URL)
+# A message sent while the broker restarts is tried again for about 10 s (Celery's default
+# gives up after 0.6 s); after that the request answers 503 (ccs.api.exception_handler).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 8, "interval_start": 0, "interval_step": 0.5, "interval_max": 2,
+}
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # Redis redelivers a message unacknowledged this long (RabbitMQ when its consumer's channel

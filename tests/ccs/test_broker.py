@@ -22,6 +22,7 @@ from tasks.models import SubTask, Task
 from tasks.states import TASK_FINAL
 from tests.ccs.test_metrics import TOKEN as METRICS_TOKEN
 from tests.conftest import _on_test_database
+from tests.factories import hosts_make
 
 PROCESSES = ("controller", "worker-dc1", "worker-dc1-high", "callbacks")
 PING = {"plugin": "ping", "params": {}, "target": {"nodes": ["corp/test"]}, "run_as": "root"}
@@ -130,3 +131,20 @@ def test_rabbitmq_by_url_carries_a_task_end_to_end(rabbitmq_vhost, fleet, tmp_pa
     assert metrics.status_code == 200, metrics.text
     assert "ccs_broker_up 1.0" in metrics.text
     assert 'ccs_queue_messages{queue="dc.dc1"} 0.0' in metrics.text
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_with_the_broker_away_a_request_that_sends_a_message_answers_503(
+    web_on_own_redis, redis_server, admin, builtins
+):
+    hosts_make("dc1", 2, port=1)
+    token = Token.objects.create(user=admin).key
+    redis_server.stop()
+    answer = httpx.post(f"{web_on_own_redis}/api/v1/tasks/", json=PING, timeout=60,
+                        headers={"Authorization": f"Token {token}"})
+    assert answer.status_code == 503, answer.text
+    assert int(answer.headers["Retry-After"]) > 0
+    assert answer.json() == {
+        "detail": "saved, but the message to the workers could not be sent: the broker "
+                  "(CCS_BROKER_URL) cannot be reached; retry in a while", "errors": {}}
