@@ -15,9 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from .errors import ServiceError, Unavailable
-
-BROKER_RETRY_AFTER = 10  # seconds; a broker restart takes a few
+from .errors import BROKER_AWAY, BROKER_RETRY_AFTER, ServiceError, Unavailable
 
 
 def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
@@ -65,9 +63,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         )
     if isinstance(exc, BrokerError):
         return Response(
-            {"detail": "saved, but the message to the workers could not be sent: the broker "
-                       "(CCS_BROKER_URL) cannot be reached; retry in a while", "errors": {}},
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            {"detail": BROKER_AWAY, "errors": {}}, status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": str(BROKER_RETRY_AFTER)})
     if isinstance(exc, RecursionError):
         # JSON nested deeper than Python's parser (or a schema check) can follow.

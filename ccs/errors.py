@@ -44,3 +44,10 @@ class Unavailable(ServiceError):
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+# What a request answers (503) whose change was saved but whose message to the workers could
+# not be sent: the broker stayed away through the retries (task_publish_retry_policy).
+BROKER_AWAY = ("saved, but the message to the workers could not be sent: the broker "
+               "(CCS_BROKER_URL) cannot be reached; retry in a while")
+BROKER_RETRY_AFTER = 10  # seconds; a broker restart takes a few

@@ -53,6 +53,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # a console action whose message the broker would not take: 503, not a server error
+    "ccs.middleware.BrokerAway",
     # answers a login refused for throttling (below) with 429
     "axes.middleware.AxesMiddleware",
 ]

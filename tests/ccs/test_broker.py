@@ -3,6 +3,7 @@ control plane and the task running through it finishes; RabbitMQ, named by URL, 
 task end to end while Redis stays the event channel."""
 
 import os
+import re
 import secrets
 import subprocess
 import time
@@ -13,10 +14,12 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 from django.conf import settings
-from django.contrib.auth import get_user_model
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.sessions.backends.db import SessionStore
 from rest_framework.authtoken.models import Token
 
 from ccs.broker import REDIS_TRANSPORT, transport_for
+from ccs.errors import BROKER_AWAY
 from ccs.stack import Stack, free_port, port_open, wait_for, workers_ready
 from tasks.models import SubTask, Task
 from tasks.states import TASK_FINAL
@@ -145,6 +148,28 @@ def test_with_the_broker_away_a_request_that_sends_a_message_answers_503(
                         headers={"Authorization": f"Token {token}"})
     assert answer.status_code == 503, answer.text
     assert int(answer.headers["Retry-After"]) > 0
-    assert answer.json() == {
-        "detail": "saved, but the message to the workers could not be sent: the broker "
-                  "(CCS_BROKER_URL) cannot be reached; retry in a while", "errors": {}}
+    assert answer.json() == {"detail": BROKER_AWAY, "errors": {}}
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_with_the_broker_away_a_console_launch_answers_503(
+    web_on_own_redis, redis_server, admin, builtins
+):
+    hosts_make("dc1", 2, port=1)
+    session = SessionStore()
+    session.update({SESSION_KEY: str(admin.pk), HASH_SESSION_KEY: admin.get_session_auth_hash(),
+                    BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend"})
+    session.create()
+    with httpx.Client(base_url=web_on_own_redis, cookies={"sessionid": session.session_key},
+                      timeout=60) as browser:
+        form = browser.get("/launch/ping/")
+        assert form.status_code == 200, form.text
+        csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)[1]
+        redis_server.stop()
+        launched = browser.post("/launch/ping/", data={
+            "csrfmiddlewaretoken": csrf, "target.hosts": "dc1-t000", "run_as": "root",
+            "control.priority": "normal"})
+    assert launched.status_code == 503, launched.text
+    assert int(launched.headers["Retry-After"]) > 0
+    assert BROKER_AWAY in launched.text
