@@ -34,3 +34,20 @@ class Conflict(ServiceError):
 
 class TooManyRequests(ServiceError):
     status = 429
+
+
+class Unavailable(ServiceError):
+    """A service the request needs is down for now: 503, with when to try again."""
+
+    status = 503
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+# What a request answers (503) whose change was saved but whose message to the workers could
+# not be sent: the broker stayed away through the retries (task_publish_retry_policy).
+BROKER_AWAY = ("saved, but the message to the workers could not be sent: the broker "
+               "(CCS_BROKER_URL) cannot be reached; retry in a while")
+BROKER_RETRY_AFTER = 10  # seconds; a broker restart takes a few

@@ -6,6 +6,7 @@ from celery import shared_task
 
 from ccs import routing
 from ccs.errors import Conflict
+from ccs.metrics import sitter_actions_count
 
 from . import services
 
@@ -57,8 +58,10 @@ def callbacks_sweep() -> int:
 
 @shared_task(name=routing.TASK_SITTER)
 def sitter() -> dict:
-    """Beat: find overdue subtasks and stale shards."""
-    return services.sitter_run()
+    """Beat: find overdue subtasks and stale shards (counted for /metrics)."""
+    done = services.sitter_run()
+    sitter_actions_count(done)
+    return done
 
 
 @shared_task(name=routing.TASK_PULL, acks_late=True)
