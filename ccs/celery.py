@@ -22,8 +22,6 @@ app.autodiscover_tasks(["tasks"])
 
 # Periodic jobs, run by `celery beat` (Procfile: beat).
 app.conf.beat_schedule = {
-    "callbacks-sweep": {"task": routing.TASK_CALLBACKS_SWEEP, "schedule": 10.0},
-    "sitter": {"task": routing.TASK_SITTER, "schedule": 30.0},
     "hosts-probe": {"task": routing.TASK_PROBE_PLAN, "schedule": 60.0},
 }
 
