@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery, signals
+from django.conf import settings
 
 from agent.runtime import collector_tune
 
@@ -22,7 +23,8 @@ app.autodiscover_tasks(["tasks"])
 
 # Periodic jobs, run by `celery beat` (Procfile: beat).
 app.conf.beat_schedule = {
-    "hosts-probe": {"task": routing.TASK_PROBE_PLAN, "schedule": 60.0},
+    "hosts-probe": {"task": routing.TASK_PROBE_PLAN,
+                    "schedule": float(settings.CCS_PROBE_INTERVAL)},
 }
 
 

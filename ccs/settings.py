@@ -243,6 +243,8 @@ CCS_SHARD_LEASE = env_int("CCS_SHARD_LEASE", 20, minimum=4)
 CCS_SITTER_QUEUED_GRACE = env_int("CCS_SITTER_QUEUED_GRACE", 30, minimum=1)
 CCS_SITTER_LOST_AFTER = env_int("CCS_SITTER_LOST_AFTER", 900, minimum=1)
 CCS_SITTER_PULL_TIMEOUT = env_int("CCS_SITTER_PULL_TIMEOUT", 10, minimum=1)
+# Beat has every datacenter probe its agents this often (seconds).
+CCS_PROBE_INTERVAL = env_int("CCS_PROBE_INTERVAL", 60, minimum=1)
 
 # Flower asks for this user and CCS_FLOWER_PASSWORD(_FILE) (ccs/flowerconfig.py).
 CCS_FLOWER_USER = env_str("CCS_FLOWER_USER", "ccs")

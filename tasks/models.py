@@ -36,6 +36,9 @@ class Task(models.Model):
     # When the sitter resumes the task from the pause point it waits at (auto_resume); a time
     # in the database, not a delayed message that a killed controller would hold for an hour.
     resume_at = models.DateTimeField(null=True, blank=True)
+    # When the controller was last asked to release more and has not yet done so: the sitter
+    # asks again if that is long ago (the message was lost, or its controller died with it).
+    release_asked_at = models.DateTimeField(null=True, blank=True)
     failure_threshold = models.CharField(max_length=16, blank=True)
     paused_reason = models.CharField(max_length=300, blank=True)
     # Failures an operator already saw when resuming past the failure threshold.
@@ -68,6 +71,8 @@ class Task(models.Model):
         indexes = [
             models.Index(fields=["resume_at"], name="task_resume_due",
                          condition=models.Q(resume_at__isnull=False)),
+            models.Index(fields=["release_asked_at"], name="task_release_asked",
+                         condition=models.Q(release_asked_at__isnull=False)),
         ]
 
     def __str__(self) -> str:
@@ -171,6 +176,21 @@ class Shard(models.Model):
 
     def __str__(self) -> str:
         return f"shard {self.pk} of task {self.task_id}"
+
+
+class BeatFiring(models.Model):
+    """One firing of a periodic entry, by period: the beat that inserts it sends the entry,
+    any other beat running beside it finds the row there and does not (ccs/beat.py)."""
+
+    entry = models.CharField(max_length=200)
+    slot = models.BigIntegerField(help_text="seconds since the epoch // the entry's period")
+    at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["entry", "slot"], name="beat_fired_once")]
+
+    def __str__(self) -> str:
+        return f"{self.entry} #{self.slot}"
 
 
 class TaskEvent(models.Model):

@@ -24,7 +24,9 @@ RESEND_BACKOFF_MAX = 10
 
 
 def release_request(task_id: int) -> None:
-    """Ask the controller, after commit, to release what the task may release now."""
+    """Ask the controller, after commit, to release what the task may release now; the time
+    of asking stays on the task until a controller did it (the sitter asks again if not)."""
+    Task.objects.filter(pk=task_id).update(release_asked_at=timezone.now())
     dispatch.task_release(task_id).on_commit()
 
 
@@ -53,6 +55,8 @@ def task_release(*, task_id: int) -> int:
     while True:
         with transaction.atomic():
             task = Task.objects.select_for_update(no_key=True).get(pk=task_id)
+            if first and task.release_asked_at is not None:
+                Task.objects.filter(pk=task_id).update(release_asked_at=None)
             budget = _budget(task) if task.status in RELEASING else 0
             if budget <= 0:
                 return released

@@ -30,7 +30,7 @@ from ..states import ON_HOST, SubTaskStatus, TaskStatus
 from ..transitions import events_record, lock_movable, move_uniform
 from .callbacks import callbacks_sweep
 from .operate import task_resume
-from .release import resend_time, shards_send_on_commit
+from .release import release_request, resend_time, shards_send_on_commit
 from .shard import shard_results_save
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ def sitter_run() -> dict[str, int]:
     now = timezone.now()
     return {
         "resumed": resumes_fire(now),
+        "released": releases_ask_again(now),
         "pulled": lapsed_shards_take(now),
         "resent": queued_shards_resend(now),
         "callbacks": callbacks_sweep(),
@@ -66,6 +67,19 @@ def resumes_fire(now: datetime) -> int:
         fired += 1
         log.info("task %s: auto-resumed", task_id)
     return fired
+
+
+def releases_ask_again(now: datetime) -> int:
+    """Ask again for the releases a controller was asked for long ago and has not done (its
+    message was lost, or the controller died holding it)."""
+    cutoff = now - timedelta(seconds=settings.CCS_SITTER_QUEUED_GRACE)
+    with transaction.atomic():
+        stale = list(Task.objects.select_for_update(skip_locked=True, no_key=True)
+                     .filter(release_asked_at__lt=cutoff).order_by("release_asked_at")
+                     .values_list("id", flat=True)[:PASS_BATCH])
+        for task_id in stale:
+            release_request(task_id)
+    return len(stale)
 
 
 def lapsed_shards_take(now: datetime) -> int:
