@@ -3,7 +3,9 @@ datacenter, callbacks workers) do every piece of work once: database locks and u
 decide, not timing."""
 
 import json
+import os
 import re
+import signal
 import socket
 
 import httpx
@@ -12,11 +14,11 @@ from celery import Celery
 from django.conf import settings
 
 from ccs.stack import ROOT, Stack, port_open, procfile_entries, wait_for
-from tasks.models import BeatFiring, CallbackAttempt, SubTask, Task, TaskEvent
+from tasks.models import BeatFiring, CallbackAttempt, Shard, SubTask, Task, TaskEvent
 from tests.conftest import _on_test_database
 from tests.factories import free_port, plugin_approved
 from tests.tasks.test_callbacks import Receiver
-from tests.tasks.test_liveness import _until
+from tests.tasks.test_liveness import _restart, _until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 LOGS = ROOT / "var" / "log"
@@ -142,3 +144,48 @@ def _transitions(lines) -> list[dict]:
 def _probes(skip: dict[str, int]) -> int:
     return sum(len(_lines(n, r"hosts_probe_plan\[.*\] received", skip[n]))
                for n in CONTROLLERS)
+
+
+def test_kill_one_of_each_and_the_work_goes_on(admin, seconds, workers, fleet, tmp_path):
+    """Mid-task, kill -9 the dc1 worker running the shard, one controller, one callbacks
+    worker, the session's sitter, one beat and the web server the task was made on: the
+    task ends, each job having run once, every event streamed and delivered."""
+    stack, (web_a, web_b), _ = seconds
+    runs = tmp_path / "runs"
+    plugin_approved("nap-log", f'echo "$CCS_JOB_ID" >> {runs}\nsleep 3\necho done\n')
+    receiver = Receiver(free_port(), hold_first=3)
+    token = httpx.post(f"{web_a}/api/v1/auth/token/",
+                       json={"username": admin.username, "password": "pw"}).json()["token"]
+    auth = {"Authorization": f"Token {token}"}
+    task_id = httpx.post(f"{web_a}/api/v1/tasks/", headers=auth, json={
+        "plugin": "nap-log", "params": {}, "target": {"nodes": ["corp/test"]}, "run_as": "root",
+        "control": {"batches": [2, "100%"], "auto_resume": 2},
+        "callback_url": f"http://127.0.0.1:{receiver.port}/hook",
+    }).json()["id"]
+    _until(lambda: Shard.objects.filter(task_id=task_id, state="running").exists(),
+           "no shard running", 60)
+    holder = Shard.objects.get(task_id=task_id, state="running").worker.split("@")[0]
+    dc1 = {"dc1": (workers, "worker-dc1"), "dc1-2": (stack, "worker-dc1-2")}[holder]
+    killed = [dc1, (stack, "controller-2"), (stack, "callbacks-2"), (workers, "sitter"),
+              (stack, "beat-b"), (stack, "web-a")]
+    try:
+        for owner, name in killed:
+            os.killpg(owner.procs[name].pid, signal.SIGKILL)
+            owner.procs[name].wait()
+        with httpx.stream("GET", f"{web_b}/api/v1/tasks/{task_id}/events/",
+                          headers={**auth, "Accept": "text/event-stream",
+                                   "Last-Event-ID": "0"}, timeout=120) as stream:
+            streamed = _transitions(stream.iter_lines())
+        _until(lambda: Task.objects.get(pk=task_id).status == "succeeded", "task", 60)
+        _until(lambda: {e["seq"] for _, b in receiver.posts for e in json.loads(b)}
+               == set(range(1, 31)), "callbacks", 60)
+    finally:
+        receiver.stop()
+        for owner, name in killed:
+            if owner is workers:  # the session's stack goes on for the next tests
+                _restart(workers, name)
+    assert [e["seq"] for e in streamed] == list(range(1, 31))
+    job_ids = runs.read_text().split()
+    assert len(job_ids) == 10 == len(set(job_ids))  # each job ran once, on the agent
+    assert SubTask.objects.filter(task_id=task_id, status="success").count() == 10
+    print(f"killed {[name for _, name in killed]}: the task ended, every job once")
