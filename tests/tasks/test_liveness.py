@@ -131,3 +131,39 @@ def test_killed_callbacks_worker_is_taken_over_within_seconds(api, workers, flee
     attempts = CallbackAttempt.objects.filter(task_id=task_id)
     assert all(a.status_code == 204 for a in attempts)
     print(f"callbacks worker killed mid-delivery: all delivered {took:.1f} s later")
+
+
+def test_a_live_worker_keeps_its_lease_on_a_shard_that_outlasts_it(api, workers, fleet):
+    """Jobs that run longer than the lease: the worker renews it while the shard runs, so the
+    sitter never takes the shard over (nothing pulled, nothing left)."""
+    task_id = api.post("/api/v1/tasks/", {
+        "plugin": "sleep", "params": {"seconds": settings.CCS_SHARD_LEASE + 10},
+        "target": {"nodes": ["corp/test"]}, "run_as": "root",
+    }, format="json").json()["id"]
+    _until(lambda: Task.objects.get(pk=task_id).status == "succeeded", "task",
+           settings.CCS_SHARD_LEASE + 60)
+    shard = Shard.objects.get(task_id=task_id)
+    assert (shard.state, shard.pulls, shard.left_at) == (Shard.State.DONE, 0, None)
+
+
+def test_a_shard_message_lost_with_the_broker_is_sent_again(api, workers, fleet):
+    """The shard's message is lost before any worker took it (purged from the broker, as a
+    Redis restart without persistence loses it): the sitter sends it again after the queued
+    grace, and the task runs."""
+    from ccs.celery import app
+
+    _kill(workers, "worker-dc1")
+    try:
+        task_id = api.post("/api/v1/tasks/", {
+            "plugin": "ping", "params": {}, "target": {"nodes": ["corp/test"]}, "run_as": "root",
+        }, format="json").json()["id"]
+        _until(lambda: Shard.objects.filter(task_id=task_id).exists(), "no shard", 30)
+        with app.connection_for_write() as connection:
+            _until(lambda: connection.default_channel.queue_purge("dc.dc1"), "no message", 10)
+    finally:
+        _restart(workers, "worker-dc1")
+    _until(lambda: Task.objects.get(pk=task_id).status == "succeeded", "the shard was not sent "
+           "again", settings.CCS_SITTER_QUEUED_GRACE + 30)
+    shard = Shard.objects.get(task_id=task_id)
+    assert (shard.state, shard.sends) == (Shard.State.DONE, 2)
+    assert SubTask.objects.filter(task_id=task_id, status="success").count() == 10
