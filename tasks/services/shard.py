@@ -62,9 +62,13 @@ def shard_claim(shard_id: int, worker: str, now: datetime) -> bool:
 def shard_renew(shard_id: int, worker: str) -> bool:
     """Extend this worker's lease on a shard it runs (one row, however many hosts): whether
     it still holds it."""
-    return bool(Shard.objects.filter(
+    held = bool(Shard.objects.filter(
         pk=shard_id, state=Shard.State.RUNNING, worker=worker,
     ).update(lease_until=_lease_end(timezone.now())))
+    if not held:
+        log.warning("shard %s: lease lost (renewed too late): the sitter pulls its jobs; a "
+                    "result from here is still recorded if it comes first", shard_id)
+    return held
 
 
 def shard_end(shard_id: int, worker: str, left: int) -> None:

@@ -11,7 +11,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from agent.protocol import DONE, UNKNOWN, BadReply, job_view
@@ -98,10 +99,9 @@ def lapsed_shards_take(now: datetime) -> int:
                 log.warning("shard %s of task %s: its worker's lease lapsed; pulling", shard_id,
                             task_id)
             dispatch.shard_pull(task_id, datacenter, shard_id).on_commit()
-        Shard.objects.filter(pk__in=[row[0] for row in lapsed], left_at__isnull=True).update(
-            left_at=now)
         Shard.objects.filter(pk__in=[row[0] for row in lapsed]).update(
-            state=Shard.State.LEFT, lease_until=pull_lease)
+            state=Shard.State.LEFT, lease_until=pull_lease,
+            left_at=Coalesce("left_at", Value(now)))
     return len(lapsed)
 
 
