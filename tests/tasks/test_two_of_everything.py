@@ -25,6 +25,8 @@ LOGS = ROOT / "var" / "log"
 # The second of each Celery worker the session's stack runs: (process, node name prefix).
 SECONDS = (("controller", "controller"), ("worker-dc1", "dc1"),
            ("worker-dc1-high", "dc1-high"), ("callbacks", "callbacks"))
+# A web server's first requests on a loaded two-core machine take seconds (imports, caches).
+WEB_TIMEOUT = 60
 CONTROLLERS, SITTERS, BEATS = ("controller", "controller-2"), ("sitter", "sitter-2"), (
     "beat-a", "beat-b")
 
@@ -80,10 +82,10 @@ def test_two_of_everything_do_each_piece_of_work_once(admin, seconds, fleet, tmp
     runs = tmp_path / "runs"
     plugin_approved("nap-log", f'echo "$CCS_JOB_ID" >> {runs}\nsleep 1\necho done\n')
     receiver = Receiver(free_port())
-    token = httpx.post(f"{web_a}/api/v1/auth/token/",
+    token = httpx.post(f"{web_a}/api/v1/auth/token/", timeout=WEB_TIMEOUT,
                        json={"username": admin.username, "password": "pw"}).json()["token"]
     auth = {"Authorization": f"Token {token}"}
-    created = httpx.post(f"{web_a}/api/v1/tasks/", headers=auth, json={
+    created = httpx.post(f"{web_a}/api/v1/tasks/", headers=auth, timeout=WEB_TIMEOUT, json={
         "plugin": "nap-log", "params": {}, "target": {"nodes": ["corp/test"]}, "run_as": "root",
         "control": {"batches": [2, "100%"], "auto_resume": 2},
         "callback_url": f"http://127.0.0.1:{receiver.port}/hook",
@@ -154,10 +156,10 @@ def test_kill_one_of_each_and_the_work_goes_on(admin, seconds, workers, fleet, t
     runs = tmp_path / "runs"
     plugin_approved("nap-log", f'echo "$CCS_JOB_ID" >> {runs}\nsleep 3\necho done\n')
     receiver = Receiver(free_port(), hold_first=3)
-    token = httpx.post(f"{web_a}/api/v1/auth/token/",
+    token = httpx.post(f"{web_a}/api/v1/auth/token/", timeout=WEB_TIMEOUT,
                        json={"username": admin.username, "password": "pw"}).json()["token"]
     auth = {"Authorization": f"Token {token}"}
-    task_id = httpx.post(f"{web_a}/api/v1/tasks/", headers=auth, json={
+    task_id = httpx.post(f"{web_a}/api/v1/tasks/", headers=auth, timeout=WEB_TIMEOUT, json={
         "plugin": "nap-log", "params": {}, "target": {"nodes": ["corp/test"]}, "run_as": "root",
         "control": {"batches": [2, "100%"], "auto_resume": 2},
         "callback_url": f"http://127.0.0.1:{receiver.port}/hook",
