@@ -8,7 +8,7 @@ import time
 from datetime import timedelta
 
 from celery.beat import PersistentScheduler, ScheduleEntry
-from django.db import close_old_connections, connection
+from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
 from ccs.db import sql_value
@@ -30,7 +30,6 @@ def firing_claim(entry: str, slot: int) -> bool:
 
     table = BeatFiring._meta.db_table
     now = timezone.now()
-    close_old_connections()
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (entry, slot, at) VALUES (%s, %s, %s) "
@@ -47,7 +46,13 @@ class OnceScheduler(PersistentScheduler):
 
     def apply_entry(self, entry: ScheduleEntry, producer=None) -> None:
         slot = int(time.time() // entry_period(entry))
-        if firing_claim(entry.name, slot):
+        close_old_connections()  # nothing else ends a beat's connections (a database restart)
+        try:
+            claimed = firing_claim(entry.name, slot)
+        except DatabaseError as exc:
+            log.error("Scheduler: %s not sent: the database did not answer (%s)", entry.name, exc)
+            return
+        if claimed:
             super().apply_entry(entry, producer=producer)
         else:
             log.info("Scheduler: %s of period %s sent by another beat", entry.name, slot)
