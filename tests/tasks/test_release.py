@@ -1,14 +1,20 @@
 """The controller's release: exactly the budget, one datacenter shard per transaction and
 message, round robin over the datacenters; the per-state counts kept with every move."""
 
+from datetime import timedelta
+
 import pytest
+from django.conf import settings
 from django.db.models import Count
+from django.utils import timezone
 
 from ccs import routing
 from tasks.dispatch import Message
-from tasks.models import SubTask, Task, TaskEvent
+from tasks.models import Shard, SubTask, Task, TaskEvent
 from tasks.selectors import task_counts
-from tasks.services import task_release
+from tasks.services import shard_start, task_release
+from tasks.services.release import resend_time
+from tasks.services.sitter import releases_ask_again
 from tests.factories import hosts_make
 
 pytestmark = pytest.mark.django_db
@@ -62,3 +68,48 @@ def test_release_sends_one_shard_per_datacenter_in_turn(
     seqs = list(TaskEvent.objects.filter(task_id=task_id).values_list("seq", flat=True))
     assert sorted(seqs) == list(range(1, 12))
     assert Task.objects.get(pk=task_id).event_seq == 11
+
+
+def test_each_shard_is_a_row_that_one_worker_takes(
+    api, builtins, django_capture_on_commit_callbacks
+):
+    hosts_make("dc1", 4, port=1)
+    with django_capture_on_commit_callbacks(execute=False):
+        task_id = _create(api)
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        task_release(task_id=task_id)
+    message = next(c.__self__ for c in sent if getattr(c, "__self__", None))
+    shard = Shard.objects.get(task_id=task_id)
+    assert message.kwargs["shard_id"] == shard.pk
+    assert message.kwargs["subtask_ids"] == shard.subtask_ids
+    assert shard.state == Shard.State.QUEUED
+    kwargs = {"task_id": task_id, "shard_id": shard.pk, "subtask_ids": shard.subtask_ids}
+    assert len(shard_start(**kwargs, worker="dc1@a")) == 4
+    assert shard_start(**kwargs, worker="dc1@b") == []  # its message came twice
+    shard.refresh_from_db()
+    assert (shard.state, shard.worker) == (Shard.State.RUNNING, "dc1@a")
+    assert shard.lease_until > timezone.now()
+    assert set(SubTask.objects.filter(task_id=task_id).values_list("status", "shard_id")) == {
+        ("running", shard.pk)}
+
+
+def test_a_release_asked_for_is_asked_again_until_a_controller_did_it(
+    api, builtins, django_capture_on_commit_callbacks
+):
+    hosts_make("dc1", 2, port=1)
+    with django_capture_on_commit_callbacks(execute=False):
+        task_id = _create(api)
+    assert Task.objects.get(pk=task_id).release_asked_at is not None
+    later = timezone.now() + timedelta(seconds=settings.CCS_SITTER_QUEUED_GRACE + 1)
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        assert releases_ask_again(later) == 1  # the message was lost: asked again
+    assert [c.__self__.name for c in sent] == [routing.TASK_RELEASE]
+    task_release(task_id=task_id)
+    assert Task.objects.get(pk=task_id).release_asked_at is None
+    assert releases_ask_again(later) == 0
+
+
+def test_an_untaken_shard_message_is_sent_again_less_and_less_often():
+    now, grace = timezone.now(), settings.CCS_SITTER_QUEUED_GRACE
+    waits = [(resend_time(now, sends) - now).total_seconds() for sends in range(1, 7)]
+    assert waits == [grace, 2 * grace, 4 * grace, 8 * grace, 10 * grace, 10 * grace]
