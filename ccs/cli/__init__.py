@@ -146,6 +146,9 @@ def _run_parser(sub: Subs, common: Common) -> None:
                      help="high: queues with workers of their own")
     run.add_argument("--follow", "-f", action="store_true",
                      help="show live progress until the task ends, then the grouped summary")
+    run.add_argument("--plan", action="store_true",
+                     help="start nothing: show the hosts per datacenter, those not operable or "
+                          "offline, the batches and the quota's answer (exit 5 if refused)")
     _follow_args(run)
 
 

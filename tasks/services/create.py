@@ -116,9 +116,11 @@ def quota_check(actor: AbstractBaseUser, hosts: int | None = None) -> None:
         raise TooManyRequests(f"running_tasks limit is {running}", {"user": ["running"]})
 
 
-def _version_checked(
+def version_checked(
     plugin: str, version: int | None, params: dict, run_as: str, control: ControlData
 ) -> tuple[PluginVersion, int]:
+    """The runnable version and the per-host timeout, once params, account and control data
+    are checked against it (400 naming the field)."""
     plugin_version = plugin_version_runnable(plugin=plugin, version=version)
     params_validate(plugin_version, params)
     if run_as not in plugin_version.run_as:
@@ -148,7 +150,7 @@ def task_create(
 ) -> Task:
     """Check and create a task with one pending subtask per target host; the controller
     releases it after commit. The callback secret is readable on the returned task only."""
-    plugin_version, timeout = _version_checked(plugin, version, params, run_as, control)
+    plugin_version, timeout = version_checked(plugin, version, params, run_as, control)
     if callback_url:
         callback_url_check(callback_url)
     target = targets_checked(actor, nodes, hosts)

@@ -15,6 +15,7 @@ from plugins.selectors import plugin_version_runnable, plugins_runnable, version
 from .. import services
 from ..forms import LaunchForm, TargetForm, host_names
 from ..services.create import targets_checked
+from ..services.plan import task_plan
 
 
 @login_required
@@ -43,7 +44,8 @@ def _tree(request: HttpRequest) -> list[dict]:
 
 @login_required
 def launch(request: HttpRequest, plugin: str) -> HttpResponse:
-    """The launch form of a plugin; a valid one creates the task and opens its page."""
+    """The launch form of a plugin; a valid one creates the task and opens its page, or with
+    the Plan button shows what the launch would do, creating nothing."""
     data = request.POST if request.method == "POST" else None
     try:
         version = _version(plugin, (data or request.GET).get("version"))
@@ -52,18 +54,22 @@ def launch(request: HttpRequest, plugin: str) -> HttpResponse:
                       {"error": exc.detail, "back": request.path}, status=exc.status)
     form = LaunchForm(version, data)
     status = 200
+    plan = None
     if data is not None and form.is_valid():
         try:
-            task = services.task_create(actor=request.user, **form.arguments())
+            if data.get("plan"):
+                plan = task_plan(actor=request.user, **form.arguments())
+            else:
+                task = services.task_create(actor=request.user, **form.arguments())
+                return redirect("console:task", task.pk)
         except ServiceError as exc:
             form.add_service_error(exc)
             status = exc.status
-        else:
-            return redirect("console:task", task.pk)
     elif data is not None:
         status = 400
     context = {"form": form, "version": version, "versions": versions_approved(version.plugin),
-               "tree": _tree(request), "checked": form["target.nodes"].value() or []}
+               "tree": _tree(request), "checked": form["target.nodes"].value() or [],
+               "plan": plan}
     return render(request, "console/launch.html", context, status=status)
 
 

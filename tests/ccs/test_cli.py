@@ -113,6 +113,23 @@ def test_run_follow_piped_succeeds_with_plain_progress_and_summary(stack):
     assert Task.objects.get(pk=_started(ran.out)).status == "succeeded"
 
 
+def test_run_plan_says_what_would_happen_and_starts_nothing(stack):
+    Host.objects.filter(hostname="dc1-t004").update(status=Host.Status.OFFLINE)
+    ran = ccs(stack, "run", "ping", "--node", "corp/test", "--as", "root", "--batches",
+              "1,50%,100%", "--plan")
+    assert ran.code == 0, ran.out + ran.err
+    assert ran.out.splitlines()[:4] == [
+        "plan: ping v1 as root on 10 hosts: would start", "  dc1: 10 hosts",
+        "  batches: 1, 5, 4", "  1 offline at the last probe: dc1-t004",
+    ]
+    as_json = json.loads(ccs(stack, "run", "ping", "--host", "dc1-t000", "--as", "root",
+                             "--plan", "--json").out)
+    assert (as_json["total_hosts"], as_json["allowed"]) == (1, True)
+    refused = ccs(stack, "run", "ping", "--node", "corp/nowhere", "--as", "root", "--plan")
+    assert refused.code == 5 and "unknown node: corp/nowhere" in refused.err
+    assert not Task.objects.exists()
+
+
 def test_failures_and_timeouts_fail_the_command_on_a_terminal(stack):
     plugin_approved("flaky", FLAKY)
     ran = ccs(stack, "run", "flaky", "--node", "corp/test", "--as", "root", "--param", "nap=5",
