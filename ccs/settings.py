@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "permissions",
     "plugins",
     "tasks",
+    "jobs",
 ]
 
 MIDDLEWARE = [

@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from ccs.logins import TokenLogin
+from jobs.apis import SavedJobViewSet
 from permissions.apis import DatacenterViewSet, HostViewSet, NodeViewSet
 from plugins.apis import PluginVersionViewSet, PluginViewSet
 from tasks.apis import SubTaskViewSet, TaskViewSet
@@ -22,6 +23,7 @@ router.register("plugin-versions", PluginVersionViewSet, basename="plugin-versio
 router.register("datacenters", DatacenterViewSet, basename="datacenter")
 router.register("nodes", NodeViewSet, basename="node")
 router.register("hosts", HostViewSet, basename="host")
+router.register("jobs", SavedJobViewSet, basename="job")
 
 api_v1 = [
     re_path(r"^auth/token/?$", TokenLogin.as_view(), name="auth-token"),

@@ -38,24 +38,6 @@ from .streams import event_stream_response
 OPERATE = ("pause", "resume", "stop")
 
 
-def _control(data: dict, task_type: str) -> services.ControlData:
-    return services.ControlData(
-        timeout=data.get("timeout"), priority=data.get("priority", Task.Priority.NORMAL),
-        concurrency=data.get("concurrency"), batches=data.get("batches", []),
-        failure_threshold=data.get("failure_threshold") or "",
-        auto_resume=data.get("auto_resume"), task_type=task_type,
-    )
-
-
-def launch_arguments(v: dict) -> dict:
-    """The keyword arguments of task_create (and task_plan) from a valid TaskCreateIn."""
-    return {
-        "plugin": v["plugin"], "version": v.get("version"), "params": v["params"],
-        "nodes": v["target"]["nodes"], "hosts": v["target"]["hosts"], "run_as": v["run_as"],
-        "control": _control(v["control"], v["type"]), "callback_url": v["callback_url"],
-    }
-
-
 class TaskViewSet(viewsets.GenericViewSet):
     """Tasks: one run of an approved plugin version on hosts, and its control."""
 
@@ -93,7 +75,7 @@ class TaskViewSet(viewsets.GenericViewSet):
         plan = query_valid(request, LaunchQueryIn)["plan"]
         data = TaskCreateIn(data=request.data)
         data.is_valid(raise_exception=True)
-        arguments = launch_arguments(data.validated_data)
+        arguments = services.launch_arguments(data.validated_data)
         if plan:
             return Response(PlanOut(task_plan(actor=request.user, **arguments)).data)
         task = services.task_create(actor=request.user, **arguments)

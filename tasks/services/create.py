@@ -38,6 +38,23 @@ class ControlData:
     task_type: str = "adhoc"
 
 
+def launch_arguments(launch: dict) -> dict:
+    """The keyword arguments of task_create (and task_plan) from a launch as the API takes it
+    (a valid TaskCreateIn; a saved job keeps the same shape)."""
+    control = launch.get("control", {})
+    return {
+        "plugin": launch["plugin"], "version": launch.get("version"), "params": launch["params"],
+        "nodes": launch["target"]["nodes"], "hosts": launch["target"]["hosts"],
+        "run_as": launch["run_as"], "callback_url": launch.get("callback_url", ""),
+        "control": ControlData(
+            timeout=control.get("timeout"), priority=control.get("priority", Task.Priority.NORMAL),
+            concurrency=control.get("concurrency"), batches=control.get("batches", []),
+            failure_threshold=control.get("failure_threshold") or "",
+            auto_resume=control.get("auto_resume"), task_type=launch.get("type", "adhoc"),
+        ),
+    }
+
+
 def params_validate(version: PluginVersion, params: dict) -> None:
     """Check task parameters against the version's JSON Schema, naming the parameter at fault."""
     validator = jsonschema.Draft202012Validator(version.params_schema or {})

@@ -130,6 +130,40 @@ def test_run_plan_says_what_would_happen_and_starts_nothing(stack):
     assert not Task.objects.exists()
 
 
+LAUNCH_FIELDS = ("plugin_version", "params", "run_as", "timeout", "priority", "concurrency",
+                 "batches", "failure_threshold", "auto_resume", "task_type", "total_hosts",
+                 "callback_url", "creator")
+
+
+def test_a_saved_job_run_makes_the_task_ccs_run_makes(stack):
+    options = ["ping", "--node", "corp/test", "--host", "dc1-t000", "--as", "root",
+               "--batches", "2,100%", "--auto-resume", "1", "--concurrency", "3",
+               "--timeout", "20", "--failure-threshold", "50%", "--priority", "high"]
+    ran = ccs(stack, "run", *options, "--follow")
+    assert ran.code == 0, ran.out + ran.err
+    saved = ccs(stack, "job", "create", "ping-test", *options, "--description", "all of test")
+    assert saved.code == 0, saved.err
+    assert re.fullmatch(r"saved job \d+: ping-test \(ping\); run it with: ccs job run "
+                        r"ping-test\n", saved.out)
+    from_job = ccs(stack, "job", "run", "ping-test", "--follow")
+    assert from_job.code == 0, from_job.out + from_job.err
+    assert "(saved job ping-test)" in from_job.out
+    adhoc, job_task = (Task.objects.get(pk=_started(r.out)) for r in (ran, from_job))
+    for name in LAUNCH_FIELDS:
+        assert getattr(adhoc, name) == getattr(job_task, name), name
+    hosts = [set(t.subtasks.values_list("host_id", flat=True)) for t in (adhoc, job_task)]
+    assert hosts[0] == hosts[1] and len(hosts[0]) == 10
+    listed = ccs(stack, "job", "list")
+    assert re.search(r"^\d+\s+ping-test\s+ping \(newest\)\s+corp/test,dc1-t000\s+ops\s+"
+                     r"all of test$", listed.out, re.M), listed.out
+    shown = ccs(stack, "job", "show", "ping-test")
+    assert re.search(rf"^{job_task.pk}\s+succeeded\s+1\s+manual\s+ops\s+10\s", shown.out,
+                     re.M), shown.out
+    assert ccs(stack, "job", "delete", "ping-test").out == "deleted saved job ping-test\n"
+    gone = ccs(stack, "job", "show", "ping-test")
+    assert gone.code == 5 and "no saved job named 'ping-test'" in gone.err
+
+
 def test_failures_and_timeouts_fail_the_command_on_a_terminal(stack):
     plugin_approved("flaky", FLAKY)
     ran = ccs(stack, "run", "flaky", "--node", "corp/test", "--as", "root", "--param", "nap=5",
@@ -258,8 +292,10 @@ def test_every_command_and_option_has_help():
     top = parser()
     commands = top._subparsers._group_actions[0].choices
     assert {"login", "logout", "run", "show", "summary", "watch", "tasks", "plugins", "hosts",
-            "pause", "resume", "stop", "rerun"} <= set(commands)
-    for name, command in commands.items():
+            "pause", "resume", "stop", "rerun", "job"} <= set(commands)
+    verbs = commands["job"]._subparsers._group_actions[0].choices
+    assert {"create", "list", "show", "run", "delete"} <= set(verbs)
+    for name, command in [*commands.items(), *((f"job {v}", p) for v, p in verbs.items())]:
         assert command.description, name
         for action in command._actions:
             assert action.help, f"ccs {name} {action.dest}"
