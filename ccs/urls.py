@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from ccs.logins import TokenLogin
+from jobs import views as jobs
 from jobs.apis import SavedJobViewSet
 from permissions.apis import DatacenterViewSet, HostViewSet, NodeViewSet
 from plugins.apis import PluginVersionViewSet, PluginViewSet
@@ -50,6 +51,10 @@ console = [
     re_path(rf"^tasks/(?P<pk>\d+)/{STEER}/$", watch.task_steer, name="task-steer"),
     re_path(rf"^subtasks/(?P<pk>\d+)/{STEER}/$", watch.subtask_steer, name="subtask-steer"),
     path("hosts/<str:hostname>/", history.host_page, name="host"),
+    path("jobs/", jobs.job_list, name="jobs"),
+    path("jobs/<int:pk>/", jobs.job_page, name="job"),
+    path("jobs/<int:pk>/run/", jobs.job_run, name="job-run"),
+    path("jobs/<int:pk>/delete/", jobs.job_delete, name="job-delete"),
 ]
 
 urlpatterns = [

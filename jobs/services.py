@@ -4,6 +4,8 @@ A job's launch is checked as a launch is (tasks.services.plan runs the create pa
 checks) when it is saved; running it is an ordinary task_create as the one who runs it, so
 rights, approval and quota are checked at run time, not at save time."""
 
+import re
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
@@ -17,6 +19,7 @@ from .models import JobAudit, JobRun, SavedJob
 from .selectors import saved_job_visible
 
 Action = JobAudit.Action
+NAME = re.compile(r"[-a-zA-Z0-9_]{1,100}")
 
 
 def _audit(actor: AbstractBaseUser | None, job: SavedJob, action: str,
@@ -47,6 +50,10 @@ def launch_operable_check(actor: AbstractBaseUser, launch: dict) -> None:
 
 
 def _named(name: str, job: SavedJob | None = None) -> None:
+    """A name that a job may take: a slug nobody else's job has."""
+    if not NAME.fullmatch(name):
+        raise InvalidInput.field("name", "give the job a name of letters, digits, - and _ "
+                                 "(at most 100)")
     others = SavedJob.objects.filter(name=name).exclude(pk=job.pk if job else None)
     if others.exists():
         raise InvalidInput.field("name", f"a saved job named {name} exists")

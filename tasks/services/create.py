@@ -55,6 +55,25 @@ def launch_arguments(launch: dict) -> dict:
     }
 
 
+def launch_body(*, plugin: str, version: int | None, params: dict, nodes: list[str],
+                hosts: list[str], run_as: str, control: ControlData,
+                callback_url: str = "") -> dict:
+    """A launch as the API takes it from task_create's arguments: what a saved job keeps
+    when it is saved from the console's launch form."""
+    settings_of = {
+        "timeout": control.timeout, "priority": control.priority,
+        "concurrency": control.concurrency, "batches": control.batches,
+        "failure_threshold": control.failure_threshold or None,
+        "auto_resume": control.auto_resume,
+    }
+    return {
+        "plugin": plugin, "version": version, "params": params, "run_as": run_as,
+        "target": {"nodes": nodes, "hosts": hosts}, "type": control.task_type,
+        "control": {k: v for k, v in settings_of.items() if v is not None},
+        "callback_url": callback_url,
+    }
+
+
 def params_validate(version: PluginVersion, params: dict) -> None:
     """Check task parameters against the version's JSON Schema, naming the parameter at fault."""
     validator = jsonschema.Draft202012Validator(version.params_schema or {})
