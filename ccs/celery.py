@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery, signals
+from django.conf import settings as django_settings
 
 from agent.runtime import collector_tune
 
@@ -18,13 +19,15 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_routes = (route_task,)
 app.conf.task_default_queue = QUEUE_CONTROL
 app.conf.task_create_missing_queues = True
-app.autodiscover_tasks(["tasks"])
+app.autodiscover_tasks(["tasks", "jobs"])
 
 # Periodic jobs, run by `celery beat` (Procfile: beat).
 app.conf.beat_schedule = {
     "callbacks-sweep": {"task": routing.TASK_CALLBACKS_SWEEP, "schedule": 10.0},
     "sitter": {"task": routing.TASK_SITTER, "schedule": 30.0},
     "hosts-probe": {"task": routing.TASK_PROBE_PLAN, "schedule": 60.0},
+    "schedules-fire": {"task": routing.TASK_SCHEDULES_FIRE,
+                       "schedule": float(django_settings.CCS_SCHEDULE_TICK)},
 }
 
 

@@ -15,6 +15,7 @@ TASK_PULL = "ccs.dc.subtasks_pull"
 TASK_PROBE = "ccs.dc.hosts_probe"
 TASK_CALLBACKS_DELIVER = "ccs.callbacks.deliver"
 TASK_CALLBACKS_SWEEP = "ccs.callbacks.sweep"
+TASK_SCHEDULES_FIRE = "ccs.control.schedules_fire"
 
 # Tasks with a fixed queue. Datacenter tasks go to their datacenter's queues (see route_task).
 FIXED_ROUTES: dict[str, str] = {
@@ -24,6 +25,7 @@ FIXED_ROUTES: dict[str, str] = {
     TASK_PROBE_PLAN: QUEUE_CONTROL,
     TASK_CALLBACKS_DELIVER: QUEUE_CALLBACKS,
     TASK_CALLBACKS_SWEEP: QUEUE_CALLBACKS,
+    TASK_SCHEDULES_FIRE: QUEUE_CONTROL,
 }
 
 

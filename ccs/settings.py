@@ -240,6 +240,9 @@ CCS_SITTER_QUEUED_GRACE = env_int("CCS_SITTER_QUEUED_GRACE", 600, minimum=1)
 CCS_SITTER_LOST_AFTER = env_int("CCS_SITTER_LOST_AFTER", 900, minimum=1)
 CCS_SITTER_PULL_TIMEOUT = env_int("CCS_SITTER_PULL_TIMEOUT", 10, minimum=1)
 
+# Saved jobs' schedules: beat looks for due occurrences this often (seconds).
+CCS_SCHEDULE_TICK = env_int("CCS_SCHEDULE_TICK", 15, minimum=1)
+
 # Flower asks for this user and CCS_FLOWER_PASSWORD(_FILE) (ccs/flowerconfig.py).
 CCS_FLOWER_USER = env_str("CCS_FLOWER_USER", "ccs")
 

@@ -9,7 +9,7 @@ from rest_framework.routers import DefaultRouter
 
 from ccs.logins import TokenLogin
 from jobs import views as jobs
-from jobs.apis import SavedJobViewSet
+from jobs.apis import SavedJobViewSet, ScheduleViewSet
 from permissions.apis import DatacenterViewSet, HostViewSet, NodeViewSet
 from plugins.apis import PluginVersionViewSet, PluginViewSet
 from tasks.apis import SubTaskViewSet, TaskViewSet
@@ -25,6 +25,7 @@ router.register("datacenters", DatacenterViewSet, basename="datacenter")
 router.register("nodes", NodeViewSet, basename="node")
 router.register("hosts", HostViewSet, basename="host")
 router.register("jobs", SavedJobViewSet, basename="job")
+router.register("schedules", ScheduleViewSet, basename="schedule")
 
 api_v1 = [
     re_path(r"^auth/token/?$", TokenLogin.as_view(), name="auth-token"),
@@ -55,6 +56,9 @@ console = [
     path("jobs/<int:pk>/", jobs.job_page, name="job"),
     path("jobs/<int:pk>/run/", jobs.job_run, name="job-run"),
     path("jobs/<int:pk>/delete/", jobs.job_delete, name="job-delete"),
+    path("jobs/<int:pk>/schedules/", jobs.schedule_add, name="schedule-add"),
+    re_path(r"^schedules/(?P<pk>\d+)/(?P<op>pause|resume|delete)/$", jobs.schedule_change,
+            name="schedule-change"),
 ]
 
 urlpatterns = [

@@ -2,7 +2,7 @@
 
 from django.contrib import admin
 
-from .models import JobAudit, JobRun, SavedJob
+from .models import JobAudit, JobRun, Occurrence, SavedJob, Schedule
 
 
 class ReadOnly(admin.ModelAdmin):
@@ -33,3 +33,17 @@ class JobRunAdmin(ReadOnly):
 class JobAuditAdmin(ReadOnly):
     list_display = ["at", "job_name", "action", "actor", "task"]
     list_filter = ["action"]
+
+
+@admin.register(Schedule)
+class ScheduleAdmin(ReadOnly):
+    list_display = ["job", "cron", "timezone", "once_at", "paused", "next_at", "owner"]
+    list_filter = ["paused"]
+
+
+@admin.register(Occurrence)
+class OccurrenceAdmin(ReadOnly):
+    """Failed occurrences first in mind: the filter shows which schedules could not run."""
+
+    list_display = ["schedule", "at", "status", "task", "error"]
+    list_filter = ["status"]

@@ -10,7 +10,17 @@ from ccs.api import ID, QueryIn, page_of, query_valid
 from tasks.serializers import TaskCreatedOut
 
 from . import selectors, services
-from .serializers import JobRunOut, SavedJobEditIn, SavedJobFilterIn, SavedJobIn, SavedJobOut
+from .serializers import (
+    JobRunOut,
+    OccurrenceOut,
+    SavedJobEditIn,
+    SavedJobFilterIn,
+    SavedJobIn,
+    SavedJobOut,
+    ScheduleEditIn,
+    ScheduleIn,
+    ScheduleOut,
+)
 
 
 def _valid(serializer_class: type, request: Request) -> dict:
@@ -89,3 +99,56 @@ class SavedJobViewSet(viewsets.GenericViewSet):
     def runs(self, request: Request, pk: str) -> Response:
         query_valid(request, QueryIn)
         return page_of(self, selectors.saved_job_runs(self.get_object()), JobRunOut)
+
+    @extend_schema(methods=["GET"], summary="List a saved job's schedules",
+                   parameters=[QueryIn], responses=ScheduleOut(many=True))
+    @extend_schema(
+        methods=["POST"], summary="Schedule a saved job: a cron expression or a one-off time",
+        description="You own the schedule: each occurrence runs as a task of yours, checked "
+        "against your rights at that moment (an occurrence you may no longer run fails, "
+        "visibly, instead). Needs the right to operate every target of the job now.",
+        request=ScheduleIn, responses={201: ScheduleOut},
+    )
+    @action(detail=True, methods=["get", "post"])
+    def schedules(self, request: Request, pk: str) -> Response:
+        job = self.get_object()
+        if request.method == "GET":
+            query_valid(request, QueryIn)
+            return page_of(self, job.schedules.select_related("job", "owner"), ScheduleOut)
+        schedule = services.schedule_create(actor=request.user, job_id=job.pk,
+                                            **_valid(ScheduleIn, request))
+        return Response(ScheduleOut(schedule).data, status=status.HTTP_201_CREATED)
+
+
+class ScheduleViewSet(viewsets.GenericViewSet):
+    """Schedules of saved jobs: change, pause, delete them; their occurrences."""
+
+    serializer_class = ScheduleOut
+    lookup_value_regex = ID
+
+    def get_object(self):
+        return selectors.schedule_visible(self.request.user, int(self.kwargs["pk"]))
+
+    @extend_schema(summary="Show a schedule with its next fire times")
+    def retrieve(self, request: Request, pk: str) -> Response:
+        return Response(ScheduleOut(self.get_object()).data)
+
+    @extend_schema(summary="Change or pause a schedule; you become its owner",
+                   request=ScheduleEditIn, responses=ScheduleOut)
+    def partial_update(self, request: Request, pk: str) -> Response:
+        schedule = services.schedule_edit(actor=request.user, schedule_id=self.get_object().pk,
+                                          **_valid(ScheduleEditIn, request))
+        return Response(ScheduleOut(schedule).data)
+
+    @extend_schema(summary="Delete a schedule", request=None, responses={204: None})
+    def destroy(self, request: Request, pk: str) -> Response:
+        services.schedule_delete(actor=request.user, schedule_id=self.get_object().pk)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(summary="List a schedule's occurrences, newest first: the task each "
+                   "started, or why it did not run", parameters=[QueryIn],
+                   responses=OccurrenceOut(many=True))
+    @action(detail=True, methods=["get"])
+    def occurrences(self, request: Request, pk: str) -> Response:
+        query_valid(request, QueryIn)
+        return page_of(self, selectors.schedule_occurrences(self.get_object()), OccurrenceOut)

@@ -54,15 +54,70 @@ class JobAudit(models.Model):
         EDIT = "edit"
         DELETE = "delete"
         RUN = "run"
+        SCHEDULE = "schedule"
+        UNSCHEDULE = "unschedule"
 
     job = models.ForeignKey(SavedJob, null=True, on_delete=models.SET_NULL, related_name="audit")
     job_name = models.CharField(max_length=100)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL,
                               related_name="+")
-    action = models.CharField(max_length=8, choices=Action.choices)
+    action = models.CharField(max_length=16, choices=Action.choices)
     launch = models.JSONField(default=dict, blank=True)
     task = models.PositiveBigIntegerField(null=True, blank=True, help_text="the task a run started")
     at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-at", "-id"]
+
+
+class Schedule(models.Model):
+    """When a saved job runs by itself: a cron expression in a time zone, or once at a time.
+    Each occurrence runs as the schedule's owner, with the owner's rights at that moment.
+    `next_at` is the next occurrence to fire (null: a one-off that has fired)."""
+
+    job = models.ForeignKey(SavedJob, on_delete=models.CASCADE, related_name="schedules")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT,
+                              related_name="job_schedules")
+    cron = models.CharField(max_length=100, blank=True, help_text="five fields: m h dom mon dow")
+    timezone = models.CharField(max_length=64, default="UTC")
+    once_at = models.DateTimeField(null=True, blank=True, help_text="a one-off run at this time")
+    paused = models.BooleanField(default=False)
+    next_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(models.Q(cron="") & models.Q(once_at__isnull=False))
+                | (~models.Q(cron="") & models.Q(once_at__isnull=True)),
+                name="schedule_cron_or_once",
+            ),
+        ]
+        indexes = [models.Index(fields=["next_at"], name="schedule_next_at")]
+
+    def __str__(self) -> str:
+        return f"{self.job.name}: {self.cron or self.once_at}"
+
+
+class Occurrence(models.Model):
+    """One occurrence of a schedule, claimed by the first beat that saw it due: the unique
+    (schedule, at) row is what makes two beat processes fire it once."""
+
+    class Status(models.TextChoices):
+        STARTED = "started"
+        FAILED = "failed"
+
+    schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="occurrences")
+    at = models.DateTimeField(help_text="the occurrence's time, as scheduled")
+    status = models.CharField(max_length=8, choices=Status.choices)
+    task = models.ForeignKey(Task, null=True, blank=True, on_delete=models.SET_NULL,
+                             related_name="+")
+    error = models.CharField(max_length=500, blank=True, help_text="why it did not run")
+    fired_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at"]
+        constraints = [
+            models.UniqueConstraint(fields=["schedule", "at"], name="occurrence_once"),
+        ]

@@ -1,12 +1,16 @@
 """Reads of saved jobs, resolving who may see them from the tree rights."""
 
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 
 from ccs.errors import NotFound
 from permissions.selectors import VIEW, granted_paths, hosts_with_perm
 
-from .models import JobRun, SavedJob
+from .models import JobRun, Occurrence, SavedJob, Schedule
 
 
 def _covered(path: str, granted: list[str]) -> bool:
@@ -42,3 +46,34 @@ def saved_job_visible(user: AbstractBaseUser, job_id: int) -> SavedJob:
 def saved_job_runs(job: SavedJob) -> QuerySet[JobRun]:
     """The job's runs, newest first, with their tasks."""
     return job.runs.select_related("task__creator", "task__plugin_version__plugin")
+
+
+def schedule_visible(user: AbstractBaseUser, schedule_id: int) -> Schedule:
+    """The schedule if the user sees its job; 404 otherwise."""
+    schedule = Schedule.objects.select_related("job", "owner").filter(pk=schedule_id).first()
+    if schedule is None:
+        raise NotFound(f"no schedule {schedule_id}")
+    saved_job_visible(user, schedule.job_id)
+    return schedule
+
+
+def schedule_occurrences(schedule: Schedule) -> QuerySet[Occurrence]:
+    """The schedule's occurrences, newest first: the task each started, or why it did not."""
+    return schedule.occurrences.select_related("task")
+
+
+def fire_times(schedule: Schedule, after: datetime, count: int) -> list[datetime]:
+    """The schedule's next `count` occurrences after `after`, in its time zone (one at most
+    for a one-off)."""
+    if not schedule.cron:
+        return [schedule.once_at] if schedule.once_at and schedule.once_at > after else []
+    times = croniter(schedule.cron, after.astimezone(ZoneInfo(schedule.timezone)))
+    return [times.get_next(datetime) for _ in range(count)]
+
+
+def upcoming(schedule: Schedule, count: int = 5) -> list[datetime]:
+    """The schedule's next fire times, from the next occurrence on."""
+    if schedule.next_at is None:
+        return []
+    first = schedule.next_at.astimezone(ZoneInfo(schedule.timezone))
+    return [first, *fire_times(schedule, first, count - 1)]

@@ -1,12 +1,13 @@
 """Input and output shapes of the saved jobs API."""
 
-from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
+from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from ccs.api import QueryIn, StrictSerializerMixin
 from tasks.serializers import TaskCreateIn
 
-from .models import JobRun, SavedJob
+from .models import JobRun, Occurrence, SavedJob, Schedule
+from .selectors import upcoming
 
 JOB_NAME = "letters, digits, - and _"
 
@@ -70,3 +71,61 @@ class JobRunOut(serializers.ModelSerializer):
     class Meta:
         model = JobRun
         fields = ["task", "status", "version", "trigger", "creator", "total_hosts", "at"]
+
+
+@extend_schema_serializer(examples=[
+    OpenApiExample("weekdays at 03:00 in Paris", request_only=True,
+                   value={"cron": "0 3 * * 1-5", "timezone": "Europe/Paris"}),
+    OpenApiExample("once", request_only=True, value={"once_at": "2030-01-01T03:00:00Z"}),
+])
+class ScheduleIn(StrictSerializerMixin, serializers.Serializer):
+    """When a saved job runs by itself: a cron expression in a time zone, or once."""
+
+    cron = serializers.CharField(max_length=100, default="", allow_blank=True,
+                                 help_text="five fields: minute hour day month weekday")
+    timezone = serializers.CharField(source="timezone_name", max_length=64, default="UTC",
+                                     help_text="an IANA time zone, e.g. Europe/Paris")
+    once_at = serializers.DateTimeField(required=False, allow_null=True, default=None,
+                                        help_text="a one-off run at this time")
+    paused = serializers.BooleanField(default=False)
+
+
+@extend_schema_serializer(examples=[
+    OpenApiExample("pause", request_only=True, value={"paused": True}),
+    OpenApiExample("another time", request_only=True, value={"cron": "30 2 * * *"}),
+])
+class ScheduleEditIn(StrictSerializerMixin, serializers.Serializer):
+    """A change to a schedule; you become its owner (its runs are your tasks)."""
+
+    cron = serializers.CharField(max_length=100, required=False, allow_blank=True)
+    timezone = serializers.CharField(source="timezone_name", max_length=64, required=False)
+    once_at = serializers.DateTimeField(required=False, allow_null=True)
+    paused = serializers.BooleanField(required=False)
+
+
+class ScheduleOut(serializers.ModelSerializer):
+    """A schedule, with its next fire times."""
+
+    job_name = serializers.CharField(source="job.name")
+    owner = serializers.CharField(source="owner.username")
+    upcoming = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Schedule
+        fields = ["id", "job", "job_name", "owner", "cron", "timezone", "once_at", "paused",
+                  "next_at", "upcoming", "created_at"]
+
+    @extend_schema_field(serializers.ListField(child=serializers.DateTimeField()))
+    def get_upcoming(self, schedule: Schedule) -> list[str]:
+        """The next fire times (none while paused), in the schedule's time zone."""
+        if schedule.paused or schedule.next_at is None:
+            return []
+        return [t.isoformat() for t in upcoming(schedule)]
+
+
+class OccurrenceOut(serializers.ModelSerializer):
+    """One occurrence of a schedule: the task it started, or why it did not run."""
+
+    class Meta:
+        model = Occurrence
+        fields = ["at", "status", "task", "error", "fired_at"]

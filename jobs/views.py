@@ -11,6 +11,7 @@ from ccs.errors import NotFound, ServiceError
 from tasks.views.common import refusal
 
 from . import selectors, services
+from .forms import ScheduleForm
 from .models import SavedJob
 
 
@@ -31,9 +32,52 @@ def job_list(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def job_page(request: HttpRequest, pk: int) -> HttpResponse:
+    """A job: its launch, its schedules with their next fire times and last occurrences, and
+    its runs."""
     job = _job(request, pk)
-    runs = selectors.saved_job_runs(job)[:50]
-    return render(request, "console/job.html", {"job": job, "runs": runs})
+    return render(request, "console/job.html", _job_context(job, ScheduleForm()))
+
+
+def _job_context(job: SavedJob, form: ScheduleForm) -> dict:
+    schedules = [{"schedule": s, "upcoming": selectors.upcoming(s, 3),
+                  "last": selectors.schedule_occurrences(s).first()}
+                 for s in job.schedules.select_related("owner")]
+    return {"job": job, "runs": selectors.saved_job_runs(job)[:50], "schedules": schedules,
+            "schedule_form": form}
+
+
+@login_required
+@require_POST
+def schedule_add(request: HttpRequest, pk: int) -> HttpResponse:
+    job = _job(request, pk)
+    form = ScheduleForm(request.POST)
+    if form.is_valid():
+        try:
+            services.schedule_create(actor=request.user, job_id=job.pk, **form.arguments())
+        except ServiceError as exc:
+            form.add_service_error(exc)
+        else:
+            return redirect("console:job", job.pk)
+    status = 403 if form.forbidden else 400
+    return render(request, "console/job.html", _job_context(job, form), status=status)
+
+
+@login_required
+@require_POST
+def schedule_change(request: HttpRequest, pk: str, op: str) -> HttpResponse:
+    """Pause, resume or delete a schedule, then back to its job."""
+    try:
+        schedule = selectors.schedule_visible(request.user, int(pk))
+        if op == "delete":
+            services.schedule_delete(actor=request.user, schedule_id=schedule.pk)
+        else:
+            services.schedule_edit(actor=request.user, schedule_id=schedule.pk,
+                                   paused=op == "pause")
+    except NotFound as exc:
+        raise Http404(exc.detail) from None
+    except ServiceError as exc:
+        return refusal(request, exc, back=f"/jobs/{schedule.job_id}/")
+    return redirect("console:job", schedule.job_id)
 
 
 @login_required

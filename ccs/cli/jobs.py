@@ -54,8 +54,9 @@ def cmd_job_show(args: argparse.Namespace) -> int:
     pk = job_id(client, args.job)
     job = client.get(f"/jobs/{pk}/")
     runs = client.get(f"/jobs/{pk}/runs/", limit=10)["results"]
+    schedules = client.get(f"/jobs/{pk}/schedules/")["results"]
     if args.json:
-        _json({**job, "runs": runs})
+        _json({**job, "runs": runs, "schedules": schedules})
         return OK
     out, launch = _out(args), job["launch"]
     out.line(f"job {job['id']} {job['name']}: {_plugin(launch)} as {launch['run_as']} on "
@@ -63,6 +64,11 @@ def cmd_job_show(args: argparse.Namespace) -> int:
     if job["description"]:
         out.line(f"  {job['description']}")
     out.line(f"  params {launch['params']}; control {launch['control']}")
+    for schedule in schedules:
+        when = f"cron '{schedule['cron']}' ({schedule['timezone']})" if schedule["cron"] \
+            else f"once at {schedule['once_at']}"
+        state = "paused" if schedule["paused"] else f"next {schedule['next_at'] or 'never'}"
+        out.line(f"  schedule {schedule['id']}: {when}, {state}, as {schedule['owner']}")
     table(out, ["TASK", "STATUS", "VERSION", "TRIGGER", "BY", "HOSTS", "AT"], [
         [r["task"], r["status"], r["version"], r["trigger"], r["creator"], r["total_hosts"],
          r["at"][:19].replace("T", " ")] for r in runs

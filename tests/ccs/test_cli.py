@@ -20,6 +20,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
 from ccs.cli import parser
+from jobs.services import schedule_create
 from permissions.models import Host
 from permissions.services import node_ensure
 from tasks.models import Task
@@ -156,7 +157,11 @@ def test_a_saved_job_run_makes_the_task_ccs_run_makes(stack):
     listed = ccs(stack, "job", "list")
     assert re.search(r"^\d+\s+ping-test\s+ping \(newest\)\s+corp/test,dc1-t000\s+ops\s+"
                      r"all of test$", listed.out, re.M), listed.out
+    schedule_create(actor=job_task.creator, job_id=job_task.job_run.job_id, cron="0 3 * * *",
+                    timezone_name="Asia/Shanghai")
     shown = ccs(stack, "job", "show", "ping-test")
+    assert re.search(r"^  schedule \d+: cron '0 3 \* \* \*' \(Asia/Shanghai\), next "
+                     r"\S+T19:00:00Z, as ops$", shown.out, re.M), shown.out
     assert re.search(rf"^{job_task.pk}\s+succeeded\s+1\s+manual\s+ops\s+10\s", shown.out,
                      re.M), shown.out
     assert ccs(stack, "job", "delete", "ping-test").out == "deleted saved job ping-test\n"

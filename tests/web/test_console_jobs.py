@@ -71,3 +71,34 @@ def test_a_job_out_of_view_is_not_found(console, people, builtins, web):
     assert page.goto(f"{web}/launch/ping/?job={job.pk}").status == 404
     page.goto(f"{web}/jobs/")
     assert "theirs" not in page.locator("#jobs").inner_text()
+
+
+def test_member_schedules_a_job_sees_the_next_times_pauses_and_deletes(
+    console, people, builtins, web
+):
+    hosts_make("dc1", 1, port=1)
+    page = console("member")
+    page.goto(f"{web}/launch/ping/")
+    page.check("#tree input[value='corp/test']")
+    page.fill("[name='job.name']", "nightly")
+    with page.expect_navigation():
+        page.click("#save-job-button")
+    page.fill("#schedule-add [name='cron']", "0 25 * * *")
+    with page.expect_navigation():
+        page.click("#schedule-add-button")
+    assert "five fields" in page.locator("#schedule-add [data-field='cron']").inner_text()
+    page.fill("#schedule-add [name='cron']", "0 3 * * *")
+    page.fill("#schedule-add [name='timezone']", "Asia/Shanghai")
+    with page.expect_navigation():
+        page.click("#schedule-add-button")
+    row = page.locator("#job-schedules tr[data-schedule]")
+    assert "0 3 * * * (Asia/Shanghai)" in row.inner_text()
+    upcoming = row.locator(".upcoming").inner_text().split(" · ")
+    assert len(upcoming) == 3 and all(t.endswith("03:00 CST") for t in upcoming), upcoming
+    assert "not yet" in row.locator(".last").inner_text()
+    with page.expect_navigation():
+        row.locator("button:has-text('pause')").click()
+    assert row.locator(".upcoming").inner_text() == "paused"
+    with page.expect_navigation():
+        row.locator("button:has-text('delete')").click()
+    assert "It runs only when asked." in page.locator("#job-schedules").inner_text()

@@ -15,15 +15,16 @@ from tasks.models import Task
 from tasks.services import launch_arguments, task_create
 from tasks.services.plan import task_plan
 
-from .models import JobAudit, JobRun, SavedJob
-from .selectors import saved_job_visible
+from ..models import JobAudit, JobRun, SavedJob
+from ..selectors import saved_job_visible
 
 Action = JobAudit.Action
 NAME = re.compile(r"[-a-zA-Z0-9_]{1,100}")
 
 
-def _audit(actor: AbstractBaseUser | None, job: SavedJob, action: str,
-           task: Task | None = None) -> None:
+def audit_write(actor: AbstractBaseUser | None, job: SavedJob, action: str,
+                task: Task | None = None) -> None:
+    """The audit row of a change to a job (in the change's transaction)."""
     JobAudit.objects.create(job=job, job_name=job.name, actor=actor, action=action,
                             launch=job.launch, task=task.pk if task else None)
 
@@ -76,7 +77,7 @@ def saved_job_create(*, actor: AbstractBaseUser, name: str, launch: dict,
     _named(name)
     with transaction.atomic():
         job = _saved(SavedJob(name=name, description=description, owner=actor, launch=launch))
-        _audit(actor, job, Action.CREATE)
+        audit_write(actor, job, Action.CREATE)
     return job
 
 
@@ -96,7 +97,7 @@ def saved_job_edit(*, actor: AbstractBaseUser, job_id: int, name: str | None = N
         job.description = description
     with transaction.atomic():
         _saved(job)
-        _audit(actor, job, Action.EDIT)
+        audit_write(actor, job, Action.EDIT)
     return job
 
 
@@ -105,7 +106,7 @@ def saved_job_delete(*, actor: AbstractBaseUser, job_id: int) -> None:
     job = saved_job_visible(actor, job_id)
     launch_operable_check(actor, job.launch)
     with transaction.atomic():
-        _audit(actor, job, Action.DELETE)
+        audit_write(actor, job, Action.DELETE)
         job.delete()
 
 
@@ -118,5 +119,5 @@ def saved_job_run(*, actor: AbstractBaseUser, job_id: int,
         task = task_create(actor=actor, **launch_arguments(job.launch))
         JobRun.objects.create(job=job, task=task, version=task.plugin_version.number,
                               trigger=trigger)
-        _audit(actor, job, Action.RUN, task)
+        audit_write(actor, job, Action.RUN, task)
     return task
