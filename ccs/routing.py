@@ -16,6 +16,7 @@ TASK_PROBE = "ccs.dc.hosts_probe"
 TASK_CALLBACKS_DELIVER = "ccs.callbacks.deliver"
 TASK_CALLBACKS_SWEEP = "ccs.callbacks.sweep"
 TASK_SCHEDULES_FIRE = "ccs.control.schedules_fire"
+TASK_HISTORY_PURGE = "ccs.control.history_purge"
 
 # Tasks with a fixed queue. Datacenter tasks go to their datacenter's queues (see route_task).
 FIXED_ROUTES: dict[str, str] = {
@@ -26,6 +27,7 @@ FIXED_ROUTES: dict[str, str] = {
     TASK_CALLBACKS_DELIVER: QUEUE_CALLBACKS,
     TASK_CALLBACKS_SWEEP: QUEUE_CALLBACKS,
     TASK_SCHEDULES_FIRE: QUEUE_CONTROL,
+    TASK_HISTORY_PURGE: QUEUE_CONTROL,
 }
 
 

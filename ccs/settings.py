@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "plugins",
     "tasks",
     "jobs",
+    "history",
 ]
 
 MIDDLEWARE = [
@@ -242,6 +243,13 @@ CCS_SITTER_PULL_TIMEOUT = env_int("CCS_SITTER_PULL_TIMEOUT", 10, minimum=1)
 
 # Saved jobs' schedules: beat looks for due occurrences this often (seconds).
 CCS_SCHEDULE_TICK = env_int("CCS_SCHEDULE_TICK", 15, minimum=1)
+
+# History retention: tasks that ended more than this many days ago are deleted with their
+# subtasks and events (0: keep everything), in statements of at most _BATCH rows, after an
+# export to JSON lines files in _EXPORT_DIR if set.
+CCS_RETENTION_DAYS = env_int("CCS_RETENTION_DAYS", 0, minimum=0)
+CCS_RETENTION_BATCH = env_int("CCS_RETENTION_BATCH", 5000, minimum=1)
+CCS_RETENTION_EXPORT_DIR = env_str("CCS_RETENTION_EXPORT_DIR", "")
 
 # Flower asks for this user and CCS_FLOWER_PASSWORD(_FILE) (ccs/flowerconfig.py).
 CCS_FLOWER_USER = env_str("CCS_FLOWER_USER", "ccs")
