@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "tasks",
     "jobs",
     "history",
+    "notify",
 ]
 
 MIDDLEWARE = [
@@ -250,6 +251,21 @@ CCS_SCHEDULE_TICK = env_int("CCS_SCHEDULE_TICK", 15, minimum=1)
 CCS_RETENTION_DAYS = env_int("CCS_RETENTION_DAYS", 0, minimum=0)
 CCS_RETENTION_BATCH = env_int("CCS_RETENTION_BATCH", 5000, minimum=1)
 CCS_RETENTION_EXPORT_DIR = env_str("CCS_RETENTION_EXPORT_DIR", "")
+
+# Notifications: beat looks for what happened in the last _WINDOW minutes every _TICK
+# seconds; a notification is tried _ATTEMPTS times (backoff as callbacks) before it fails.
+CCS_NOTIFY_TICK = env_int("CCS_NOTIFY_TICK", 10, minimum=1)
+CCS_NOTIFY_WINDOW = env_int("CCS_NOTIFY_WINDOW", 60, minimum=1)
+CCS_NOTIFY_ATTEMPTS = env_int("CCS_NOTIFY_ATTEMPTS", 8, minimum=1)
+# E-mail (Django's mail framework): SMTP from the environment; the password may be a _FILE.
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ccs@localhost")
 
 # Flower asks for this user and CCS_FLOWER_PASSWORD(_FILE) (ccs/flowerconfig.py).
 CCS_FLOWER_USER = env_str("CCS_FLOWER_USER", "ccs")

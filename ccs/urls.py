@@ -10,6 +10,7 @@ from rest_framework.routers import DefaultRouter
 from ccs.logins import TokenLogin
 from jobs import views as jobs
 from jobs.apis import SavedJobViewSet, ScheduleViewSet
+from notify.apis import SubscriptionViewSet
 from permissions.apis import DatacenterViewSet, HostViewSet, NodeViewSet
 from plugins.apis import PluginVersionViewSet, PluginViewSet
 from tasks.apis import SubTaskViewSet, TaskViewSet
@@ -26,6 +27,7 @@ router.register("nodes", NodeViewSet, basename="node")
 router.register("hosts", HostViewSet, basename="host")
 router.register("jobs", SavedJobViewSet, basename="job")
 router.register("schedules", ScheduleViewSet, basename="schedule")
+router.register("subscriptions", SubscriptionViewSet, basename="subscription")
 
 api_v1 = [
     re_path(r"^auth/token/?$", TokenLogin.as_view(), name="auth-token"),

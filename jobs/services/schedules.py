@@ -132,3 +132,7 @@ def _run(schedule: Schedule, occurrence: Occurrence) -> None:
         occurrence.status = Occurrence.Status.FAILED
         occurrence.error = exc.detail[:500]
     occurrence.save(update_fields=["task", "status", "error"])
+    if occurrence.status == Occurrence.Status.FAILED:
+        from notify.services import schedule_failed_tell  # notify reads jobs: import late
+
+        schedule_failed_tell(occurrence)
