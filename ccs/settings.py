@@ -250,6 +250,8 @@ CCS_SCHEDULE_TICK = env_int("CCS_SCHEDULE_TICK", 15, minimum=1)
 # export to JSON lines files in _EXPORT_DIR if set.
 CCS_RETENTION_DAYS = env_int("CCS_RETENTION_DAYS", 0, minimum=0)
 CCS_RETENTION_BATCH = env_int("CCS_RETENTION_BATCH", 5000, minimum=1)
+# After each statement the purge rests this many times as long as the statement took.
+CCS_RETENTION_REST = env_int("CCS_RETENTION_REST", 2, minimum=0)
 CCS_RETENTION_EXPORT_DIR = env_str("CCS_RETENTION_EXPORT_DIR", "")
 
 # Notifications: beat looks for what happened in the last _WINDOW minutes every _TICK

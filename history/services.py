@@ -102,11 +102,14 @@ def _delete_batched(model: type[Model], ids: list[int], batch: int, purged: Purg
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(sql, [*ids, batch])
             count = cursor.rowcount
-        elapsed = (time.perf_counter() - started) * 1000
-        purged.longest_statement_ms = max(purged.longest_statement_ms, elapsed)
+        elapsed = time.perf_counter() - started
+        purged.longest_statement_ms = max(purged.longest_statement_ms, elapsed * 1000)
         total += count
         if count < batch:
             return total
+        # rest in proportion to the work just done: the purge takes at most its share of
+        # the database and the cores, whatever the machine's speed or load
+        time.sleep(elapsed * settings.CCS_RETENTION_REST)
 
 
 def _export(ids: list[int], directory: Path) -> list[str]:

@@ -136,9 +136,19 @@ def _task_text(task: Task) -> str:
             f"{task.status} ({counts}).{reason}")
 
 
+def _heard(tasks: QuerySet[Task]) -> QuerySet[Task]:
+    """Those of the tasks someone subscribed to (by creator, saved job or task): only they
+    cost queries of their own."""
+    mine = Subscription.objects.filter(job__isnull=True, task__isnull=True)
+    return tasks.filter(
+        Q(creator_id__in=mine.values("user_id"))
+        | Q(job_run__job_id__in=Subscription.objects.values("job_id"))
+        | Q(pk__in=Subscription.objects.values("task_id"))
+    ).select_related("plugin_version__plugin", "creator")
+
+
 def _tasks_ended(since: datetime) -> int:
-    tasks = Task.objects.filter(status__in=TASK_FINAL, finished_at__gte=since).select_related(
-        "plugin_version__plugin", "creator")
+    tasks = _heard(Task.objects.filter(status__in=TASK_FINAL, finished_at__gte=since))
     made = 0
     for task in tasks:
         failed = task.status == TaskStatus.FAILED
@@ -150,9 +160,8 @@ def _tasks_ended(since: datetime) -> int:
 
 def _tasks_paused() -> int:
     """Tasks paused at their failure threshold now; each such pause is told once."""
-    tasks = Task.objects.filter(status=TaskStatus.PAUSED,
-                                paused_reason__startswith=THRESHOLD).select_related(
-        "plugin_version__plugin", "creator")
+    tasks = _heard(Task.objects.filter(status=TaskStatus.PAUSED,
+                                       paused_reason__startswith=THRESHOLD))
     made = 0
     for task in tasks:
         key = f"task:{task.pk}:paused:{task.failures_acknowledged}"

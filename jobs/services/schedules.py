@@ -108,9 +108,11 @@ def schedules_fire_due(now: datetime | None = None) -> list[Occurrence]:
 def _fire(schedule_id: int, now: datetime) -> Occurrence | None:
     try:
         with transaction.atomic():
-            schedule = Schedule.objects.select_related("job", "owner").get(pk=schedule_id)
-            if schedule.paused or schedule.next_at is None or schedule.next_at > now:
-                return None  # another beat fired it (and moved next_at) meanwhile
+            schedule = Schedule.objects.select_related("job", "owner").filter(
+                pk=schedule_id).first()
+            if schedule is None or schedule.paused or schedule.next_at is None \
+                    or schedule.next_at > now:
+                return None  # deleted, paused, or another beat fired it meanwhile
             occurrence = Occurrence.objects.create(schedule=schedule, at=schedule.next_at,
                                                    status=Occurrence.Status.STARTED)
             _run(schedule, occurrence)
