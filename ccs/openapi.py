@@ -35,7 +35,7 @@ URI_TOO_LONG = {
 RATE_LIMITED = {("post", "/api/v1/tasks/"), ("post", "/api/v1/tasks/{id}/rerun/"),
                 ("post", "/api/v1/auth/token/")}
 # Operations whose body names another object, outside your view a 404 like any other.
-NAMES_AN_OBJECT = {("post", "/api/v1/nodes/")}
+NAMES_AN_OBJECT = {("post", "/api/v1/nodes/"), ("post", "/api/v1/subscriptions/")}
 # Enum names by their values; every choice set of the API is named.
 ENUM_NAMES = {
     "TaskStatus": "tasks.states.TaskStatus",
@@ -48,6 +48,11 @@ ENUM_NAMES = {
     "HostChannel": "permissions.models.Host.Channel",
     "TreeRight": "permissions.rights.PERMISSIONS",
     "EndedSubtaskStatus": "tasks.states.FINAL_CHOICES",
+    "JobRunTrigger": "jobs.models.JobRun.Trigger",
+    "OccurrenceStatus": "jobs.models.Occurrence.Status",
+    "NotifyChannel": "notify.models.Subscription.Channel",
+    "NotifyEvent": "notify.models.Event",
+    "NotificationStatus": "notify.models.Notification.Status",
 }
 
 

@@ -3,7 +3,7 @@
 from drf_spectacular.utils import OpenApiExample, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
-from ccs.api import QueryIn, StrictSerializerMixin
+from ccs.api import JsonBooleanField, QueryIn, StrictSerializerMixin
 from tasks.serializers import TaskCreateIn
 
 from .models import JobRun, Occurrence, SavedJob, Schedule
@@ -87,7 +87,7 @@ class ScheduleIn(StrictSerializerMixin, serializers.Serializer):
                                      help_text="an IANA time zone, e.g. Europe/Paris")
     once_at = serializers.DateTimeField(required=False, allow_null=True, default=None,
                                         help_text="a one-off run at this time")
-    paused = serializers.BooleanField(default=False)
+    paused = JsonBooleanField(default=False)
 
 
 @extend_schema_serializer(examples=[
@@ -100,7 +100,7 @@ class ScheduleEditIn(StrictSerializerMixin, serializers.Serializer):
     cron = serializers.CharField(max_length=100, required=False, allow_blank=True)
     timezone = serializers.CharField(source="timezone_name", max_length=64, required=False)
     once_at = serializers.DateTimeField(required=False, allow_null=True)
-    paused = serializers.BooleanField(required=False)
+    paused = JsonBooleanField(required=False)
 
 
 class ScheduleOut(serializers.ModelSerializer):

@@ -27,7 +27,7 @@ from django.utils import timezone
 from ccs.errors import Forbidden, InvalidInput, NotFound
 from jobs.models import JobRun, Occurrence
 from jobs.selectors import saved_job_visible
-from jobs.services import launch_operable_check
+from jobs.services import job_changeable_check
 from plugins.models import PluginAudit, PluginVersion
 from tasks.models import Task
 from tasks.selectors import task_operable_by, tasks_visible_to
@@ -64,7 +64,7 @@ def subscription_create(*, actor: AbstractBaseUser, channel: str, address: str,
         raise InvalidInput.field("job", "a subscription is for a job or for a task, not both")
     job = saved_job_visible(actor, job_id) if job_id is not None else None
     if job is not None:
-        launch_operable_check(actor, job.launch)
+        job_changeable_check(actor, job)
     task = _task_operable(actor, task_id) if task_id is not None else None
     return Subscription.objects.create(user=actor, job=job, task=task, channel=channel,
                                        address=address, events=sorted(set(events)))

@@ -1,6 +1,7 @@
 """Writes of saved jobs and their schedules."""
 
 from .saved import (
+    job_changeable_check,
     launch_operable_check,
     saved_job_create,
     saved_job_delete,
@@ -15,6 +16,7 @@ from .schedules import (
 )
 
 __all__ = [
+    "job_changeable_check",
     "launch_operable_check",
     "saved_job_create",
     "saved_job_delete",

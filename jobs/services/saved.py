@@ -9,7 +9,7 @@ import re
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 
-from ccs.errors import Forbidden, InvalidInput, ServiceError
+from ccs.errors import Conflict, Forbidden, InvalidInput, ServiceError
 from permissions.selectors import OPERATE, nodes_with_perm
 from tasks.models import Task
 from tasks.services import launch_arguments, task_create
@@ -50,6 +50,18 @@ def launch_operable_check(actor: AbstractBaseUser, launch: dict) -> None:
                         {"launch.target": [f"not operable: {name}" for name in names]})
 
 
+def job_changeable_check(actor: AbstractBaseUser, job: SavedJob) -> None:
+    """Who may change, schedule or delete a job: one who may operate its target now. When
+    its launch no longer holds (a node removed, params the newest version refuses), its
+    owner (or a superuser) still may, to fix or delete it; anyone else gets 409."""
+    try:
+        launch_operable_check(actor, job.launch)
+    except InvalidInput as exc:
+        if actor.is_superuser or actor.pk == job.owner_id:
+            return
+        raise Conflict(f"the job's launch no longer holds: {exc.detail}", exc.errors) from None
+
+
 def _named(name: str, job: SavedJob | None = None) -> None:
     """A name that a job may take: a slug nobody else's job has."""
     if not NAME.fullmatch(name):
@@ -86,7 +98,7 @@ def saved_job_edit(*, actor: AbstractBaseUser, job_id: int, name: str | None = N
     """Change a job's name, description or launch (replaced whole). Needs operate on its
     target as it is, and on the new one."""
     job = saved_job_visible(actor, job_id)
-    launch_operable_check(actor, job.launch)
+    job_changeable_check(actor, job)
     if launch is not None:
         launch_operable_check(actor, launch)
         job.launch = launch
@@ -104,7 +116,7 @@ def saved_job_edit(*, actor: AbstractBaseUser, job_id: int, name: str | None = N
 def saved_job_delete(*, actor: AbstractBaseUser, job_id: int) -> None:
     """Delete a job and its schedules; the tasks it started and its audit stay."""
     job = saved_job_visible(actor, job_id)
-    launch_operable_check(actor, job.launch)
+    job_changeable_check(actor, job)
     with transaction.atomic():
         audit_write(actor, job, Action.DELETE)
         job.delete()
@@ -116,7 +128,10 @@ def saved_job_run(*, actor: AbstractBaseUser, job_id: int,
     target expands to today, approval, quota), linked to the job with the version it used."""
     job = saved_job_visible(actor, job_id)
     with transaction.atomic():
-        task = task_create(actor=actor, **launch_arguments(job.launch))
+        try:
+            task = task_create(actor=actor, **launch_arguments(job.launch))
+        except InvalidInput as exc:  # the saved launch, not the request, is at fault
+            raise Conflict(exc.detail, exc.errors) from None
         JobRun.objects.create(job=job, task=task, version=task.plugin_version.number,
                               trigger=trigger)
         audit_write(actor, job, Action.RUN, task)

@@ -17,7 +17,7 @@ from ccs.errors import InvalidInput, ServiceError
 
 from ..models import JobAudit, JobRun, Occurrence, Schedule
 from ..selectors import fire_times, saved_job_visible, schedule_visible
-from .saved import audit_write, launch_operable_check, saved_job_run
+from .saved import audit_write, job_changeable_check, saved_job_run
 
 
 def zone_check(name: str) -> ZoneInfo:
@@ -59,7 +59,7 @@ def schedule_create(*, actor: AbstractBaseUser, job_id: int, cron: str = "",
     be allowed to operate every target of the job now."""
     job = saved_job_visible(actor, job_id)
     _when_checked(cron, timezone_name, once_at)
-    launch_operable_check(actor, job.launch)
+    job_changeable_check(actor, job)
     schedule = Schedule(job=job, owner=actor, cron=cron, timezone=timezone_name,
                         once_at=once_at, paused=paused)
     schedule.next_at = _next_at(schedule, timezone.now())
@@ -73,7 +73,7 @@ def schedule_edit(*, actor: AbstractBaseUser, schedule_id: int, **changes: objec
     """Change a schedule's cron, time zone, one-off time or paused flag. Who changes it
     becomes its owner: the runs are theirs from now on, checked against their rights."""
     schedule = schedule_visible(actor, schedule_id)
-    launch_operable_check(actor, schedule.job.launch)
+    job_changeable_check(actor, schedule.job)
     for name, value in changes.items():
         setattr(schedule, "timezone" if name == "timezone_name" else name, value)
     if {"cron", "once_at"} & set(changes):
@@ -90,7 +90,7 @@ def schedule_edit(*, actor: AbstractBaseUser, schedule_id: int, **changes: objec
 
 def schedule_delete(*, actor: AbstractBaseUser, schedule_id: int) -> None:
     schedule = schedule_visible(actor, schedule_id)
-    launch_operable_check(actor, schedule.job.launch)
+    job_changeable_check(actor, schedule.job)
     with transaction.atomic():
         audit_write(actor, schedule.job, JobAudit.Action.UNSCHEDULE)
         schedule.delete()

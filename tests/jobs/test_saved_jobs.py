@@ -62,6 +62,19 @@ def test_rights_are_checked_when_it_runs_not_when_it_was_saved(tree):
     assert Task.objects.count() == JobRun.objects.count() == 1
 
 
+def test_a_job_whose_node_is_gone_answers_409_and_its_owner_may_still_delete_it(tree):
+    member = client_for(tree.member)
+    job = _create(member).json()
+    tree.node["corp/search/frontend/bj"].__class__.objects.filter(
+        path="corp/search/frontend/bj").update(path="corp/search/frontend/beijing")
+    run = member.post(f"/api/v1/jobs/{job['id']}/run/")
+    assert run.status_code == 409, run.content
+    assert run.json()["errors"] == {"target.nodes": ["unknown node: corp/search/frontend/bj"]}
+    refused = client_for(tree.viewer).delete(f"/api/v1/jobs/{job['id']}/")  # sees, not owns
+    assert refused.status_code == 409, refused.content
+    assert member.delete(f"/api/v1/jobs/{job['id']}/").status_code == 204
+
+
 def test_others_see_a_job_as_they_see_its_hosts(tree):
     job = _create(client_for(tree.member)).json()
     assert client_for(tree.viewer).get(f"/api/v1/jobs/{job['id']}/").status_code == 200
