@@ -64,6 +64,7 @@ class JobAudit(models.Model):
     action = models.CharField(max_length=16, choices=Action.choices)
     launch = models.JSONField(default=dict, blank=True)
     task = models.PositiveBigIntegerField(null=True, blank=True, help_text="the task a run started")
+    detail = models.JSONField(default=dict, blank=True, help_text="a schedule as changed")
     at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

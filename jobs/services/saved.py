@@ -23,10 +23,11 @@ NAME = re.compile(r"[-a-zA-Z0-9_]{1,100}")
 
 
 def audit_write(actor: AbstractBaseUser | None, job: SavedJob, action: str,
-                task: Task | None = None) -> None:
+                task: Task | None = None, detail: dict | None = None) -> None:
     """The audit row of a change to a job (in the change's transaction)."""
     JobAudit.objects.create(job=job, job_name=job.name, actor=actor, action=action,
-                            launch=job.launch, task=task.pk if task else None)
+                            launch=job.launch, task=task.pk if task else None,
+                            detail=detail or {})
 
 
 def launch_operable_check(actor: AbstractBaseUser, launch: dict) -> None:

@@ -65,7 +65,7 @@ def schedule_create(*, actor: AbstractBaseUser, job_id: int, cron: str = "",
     schedule.next_at = _next_at(schedule, timezone.now())
     with transaction.atomic():
         schedule.save()
-        audit_write(actor, job, JobAudit.Action.SCHEDULE)
+        audit_write(actor, job, JobAudit.Action.SCHEDULE, detail=_described(schedule))
     return schedule
 
 
@@ -84,15 +84,24 @@ def schedule_edit(*, actor: AbstractBaseUser, schedule_id: int, **changes: objec
     schedule.next_at = _next_at(schedule, timezone.now())
     with transaction.atomic():
         schedule.save()
-        audit_write(actor, schedule.job, JobAudit.Action.SCHEDULE)
+        audit_write(actor, schedule.job, JobAudit.Action.SCHEDULE,
+                    detail=_described(schedule))
     return schedule
+
+
+def _described(schedule: Schedule) -> dict:
+    """A schedule as its audit row keeps it."""
+    return {"schedule": schedule.pk, "cron": schedule.cron, "timezone": schedule.timezone,
+            "once_at": schedule.once_at.isoformat() if schedule.once_at else None,
+            "paused": schedule.paused, "owner": schedule.owner.get_username()}
 
 
 def schedule_delete(*, actor: AbstractBaseUser, schedule_id: int) -> None:
     schedule = schedule_visible(actor, schedule_id)
     job_changeable_check(actor, schedule.job)
     with transaction.atomic():
-        audit_write(actor, schedule.job, JobAudit.Action.UNSCHEDULE)
+        audit_write(actor, schedule.job, JobAudit.Action.UNSCHEDULE,
+                    detail=_described(schedule))
         schedule.delete()
 
 

@@ -42,7 +42,10 @@ def test_a_cron_schedule_shows_its_next_fire_times_in_its_time_zone(tree, job):
         local = at.astimezone(ZoneInfo("Europe/Paris"))
         assert (local.hour, local.minute) == (3, 0) and local.isoweekday() <= 5
     assert datetime.fromisoformat(schedule["next_at"]) == times[0]
-    assert JobAudit.objects.filter(action="schedule").count() == 1
+    audit = JobAudit.objects.get(action="schedule")
+    assert audit.detail == {"schedule": schedule["id"], "cron": "0 3 * * 1-5",
+                            "timezone": "Europe/Paris", "once_at": None, "paused": False,
+                            "owner": "member"}
 
 
 def test_pausing_stops_the_firing_and_the_next_times(tree, job):
