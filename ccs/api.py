@@ -130,6 +130,15 @@ class StrictSerializerMixin(TextAsSentMixin):
         return super().to_internal_value(data)
 
 
+class JsonBooleanField(serializers.BooleanField):
+    """true or false, nothing else (DRF's BooleanField also takes 0, 1, "yes", "on"...)."""
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid", input=data)
+        return data
+
+
 def pattern_field(regex: re.Pattern, what: str, **kwargs: Any) -> serializers.RegexField:
     """A string field checked against `regex` as a whole, refused as "not <what>"; the schema
     shows the pattern in the form JSON Schema reads (anchored, without \\A and \\Z)."""

@@ -19,12 +19,17 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_routes = (route_task,)
 app.conf.task_default_queue = QUEUE_CONTROL
 app.conf.task_create_missing_queues = True
-app.autodiscover_tasks(["tasks"])
+app.autodiscover_tasks(["tasks", "jobs", "history", "notify"])
 
 # Periodic jobs, run by `celery beat` (Procfile: beat).
 app.conf.beat_schedule = {
     "hosts-probe": {"task": routing.TASK_PROBE_PLAN,
                     "schedule": float(settings.CCS_PROBE_INTERVAL)},
+    "schedules-fire": {"task": routing.TASK_SCHEDULES_FIRE,
+                       "schedule": float(settings.CCS_SCHEDULE_TICK)},
+    "history-purge": {"task": routing.TASK_HISTORY_PURGE, "schedule": 3600.0},
+    "notify-collect": {"task": routing.TASK_NOTIFY_COLLECT,
+                       "schedule": float(settings.CCS_NOTIFY_TICK)},
 }
 
 

@@ -41,7 +41,7 @@ STREAMS = {("get", "/api/v1/tasks/{id}/events/")}
 # Operations that send a message to the workers, which may find the broker away (503).
 SENDS_UNDER = ("/api/v1/tasks/", "/api/v1/subtasks/", "/api/v1/plugin-versions/{id}/revoke/")
 # Operations whose body names another object, outside your view a 404 like any other.
-NAMES_AN_OBJECT = {("post", "/api/v1/nodes/")}
+NAMES_AN_OBJECT = {("post", "/api/v1/nodes/"), ("post", "/api/v1/subscriptions/")}
 # Enum names by their values; every choice set of the API is named.
 ENUM_NAMES = {
     "TaskStatus": "tasks.states.TaskStatus",
@@ -54,6 +54,11 @@ ENUM_NAMES = {
     "HostChannel": "permissions.models.Host.Channel",
     "TreeRight": "permissions.rights.PERMISSIONS",
     "EndedSubtaskStatus": "tasks.states.FINAL_CHOICES",
+    "JobRunTrigger": "jobs.models.JobRun.Trigger",
+    "OccurrenceStatus": "jobs.models.Occurrence.Status",
+    "NotifyChannel": "notify.models.Subscription.Channel",
+    "NotifyEvent": "notify.models.Event",
+    "NotificationStatus": "notify.models.Notification.Status",
 }
 
 

@@ -12,12 +12,20 @@ TASK_PROBE_PLAN = "ccs.control.hosts_probe_plan"
 TASK_PULL = "ccs.dc.shard_pull"
 TASK_PROBE = "ccs.dc.hosts_probe"
 TASK_CALLBACKS_DELIVER = "ccs.callbacks.deliver"
+TASK_SCHEDULES_FIRE = "ccs.control.schedules_fire"
+TASK_HISTORY_PURGE = "ccs.control.history_purge"
+TASK_NOTIFY_COLLECT = "ccs.callbacks.notify_collect"
+TASK_NOTIFY_DELIVER = "ccs.callbacks.notify_deliver"
 
 # Tasks with a fixed queue. Datacenter tasks go to their datacenter's queues (see route_task).
 FIXED_ROUTES: dict[str, str] = {
     TASK_RELEASE: QUEUE_CONTROL,
     TASK_PROBE_PLAN: QUEUE_CONTROL,
     TASK_CALLBACKS_DELIVER: QUEUE_CALLBACKS,
+    TASK_SCHEDULES_FIRE: QUEUE_CONTROL,
+    TASK_HISTORY_PURGE: QUEUE_CONTROL,
+    TASK_NOTIFY_COLLECT: QUEUE_CALLBACKS,
+    TASK_NOTIFY_DELIVER: QUEUE_CALLBACKS,
 }
 
 

@@ -42,6 +42,9 @@ INSTALLED_APPS = [
     "permissions",
     "plugins",
     "tasks",
+    "jobs",
+    "history",
+    "notify",
 ]
 
 MIDDLEWARE = [
@@ -273,6 +276,33 @@ CCS_PROBE_INTERVAL = env_int("CCS_PROBE_INTERVAL", 60, minimum=1)
 
 # /metrics answers a bearer of this token (Prometheus) and staff users; empty: staff only.
 CCS_METRICS_TOKEN = env_token("CCS_METRICS_TOKEN", minimum_length=16)
+
+# Saved jobs' schedules: beat looks for due occurrences this often (seconds).
+CCS_SCHEDULE_TICK = env_int("CCS_SCHEDULE_TICK", 15, minimum=1)
+
+# History retention: tasks that ended more than this many days ago are deleted with their
+# subtasks and events (0: keep everything), in statements of at most _BATCH rows, after an
+# export to JSON lines files in _EXPORT_DIR if set.
+CCS_RETENTION_DAYS = env_int("CCS_RETENTION_DAYS", 0, minimum=0)
+CCS_RETENTION_BATCH = env_int("CCS_RETENTION_BATCH", 5000, minimum=1)
+# After each statement the purge rests this many times as long as the statement took.
+CCS_RETENTION_REST = env_int("CCS_RETENTION_REST", 2, minimum=0)
+CCS_RETENTION_EXPORT_DIR = env_str("CCS_RETENTION_EXPORT_DIR", "")
+
+# Notifications: beat looks for what happened in the last _WINDOW minutes every _TICK
+# seconds; a notification is tried _ATTEMPTS times (backoff as callbacks) before it fails.
+CCS_NOTIFY_TICK = env_int("CCS_NOTIFY_TICK", 10, minimum=1)
+CCS_NOTIFY_WINDOW = env_int("CCS_NOTIFY_WINDOW", 60, minimum=1)
+CCS_NOTIFY_ATTEMPTS = env_int("CCS_NOTIFY_ATTEMPTS", 8, minimum=1)
+# E-mail (Django's mail framework): SMTP from the environment; the password may be a _FILE.
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "ccs@localhost")
 
 # Flower asks for this user and CCS_FLOWER_PASSWORD(_FILE) (ccs/flowerconfig.py).
 CCS_FLOWER_USER = env_str("CCS_FLOWER_USER", "ccs")

@@ -9,6 +9,9 @@ from rest_framework.routers import DefaultRouter
 
 from ccs.logins import TokenLogin
 from ccs.metrics import metrics
+from jobs import views as jobs
+from jobs.apis import SavedJobViewSet, ScheduleViewSet
+from notify.apis import SubscriptionViewSet
 from permissions.apis import DatacenterViewSet, HostViewSet, NodeViewSet
 from plugins.apis import PluginVersionViewSet, PluginViewSet
 from tasks.apis import SubTaskViewSet, TaskViewSet
@@ -23,6 +26,9 @@ router.register("plugin-versions", PluginVersionViewSet, basename="plugin-versio
 router.register("datacenters", DatacenterViewSet, basename="datacenter")
 router.register("nodes", NodeViewSet, basename="node")
 router.register("hosts", HostViewSet, basename="host")
+router.register("jobs", SavedJobViewSet, basename="job")
+router.register("schedules", ScheduleViewSet, basename="schedule")
+router.register("subscriptions", SubscriptionViewSet, basename="subscription")
 
 api_v1 = [
     re_path(r"^auth/token/?$", TokenLogin.as_view(), name="auth-token"),
@@ -49,6 +55,13 @@ console = [
     re_path(rf"^tasks/(?P<pk>\d+)/{STEER}/$", watch.task_steer, name="task-steer"),
     re_path(rf"^subtasks/(?P<pk>\d+)/{STEER}/$", watch.subtask_steer, name="subtask-steer"),
     path("hosts/<str:hostname>/", history.host_page, name="host"),
+    path("jobs/", jobs.job_list, name="jobs"),
+    path("jobs/<int:pk>/", jobs.job_page, name="job"),
+    path("jobs/<int:pk>/run/", jobs.job_run, name="job-run"),
+    path("jobs/<int:pk>/delete/", jobs.job_delete, name="job-delete"),
+    path("jobs/<int:pk>/schedules/", jobs.schedule_add, name="schedule-add"),
+    re_path(r"^schedules/(?P<pk>\d+)/(?P<op>pause|resume|delete)/$", jobs.schedule_change,
+            name="schedule-change"),
 ]
 
 urlpatterns = [

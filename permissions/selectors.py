@@ -112,10 +112,25 @@ def target_hosts(
     user: AbstractBaseUser, *, node_paths: list[str], hostnames: list[str]
 ) -> QuerySet[Host]:
     """The hosts a task on these nodes and hosts would run on, checked against the user's
-    rights before anything else: a node or host the user cannot see gets exactly the answer
-    one that does not exist gets (400), so no refusal tells what exists outside their view;
-    a target with hosts the user sees but may not operate is refused (403), naming up to 20
-    of them and their count. A node within a subtree the user operates costs no host query."""
+    rights (target_split); a target with hosts the user sees but may not operate is refused
+    (403), naming up to 20 of them and their count."""
+    target, refused = target_split(user, node_paths=node_paths, hostnames=hostnames)
+    if names_refused := list(refused.values_list("hostname", flat=True)[:20]):
+        raise Forbidden(
+            f"you may not operate {refused.count()} of the target hosts",
+            {"target": [f"not operable: {name}" for name in names_refused]},
+        )
+    return target
+
+
+def target_split(
+    user: AbstractBaseUser, *, node_paths: list[str], hostnames: list[str]
+) -> tuple[QuerySet[Host], QuerySet[Host]]:
+    """The hosts of a target and those of them the user may not operate, checked against the
+    user's rights before anything else: a node or host the user cannot see gets exactly the
+    answer one that does not exist gets (400), so no refusal tells what exists outside their
+    view. A node within a subtree the user operates costs no host query. Shared by the launch
+    (which refuses what is not operable) and its plan (which lists it)."""
     paths, names = sorted(set(node_paths)), sorted(set(hostnames))
     seen_paths = set(nodes_with_perm(user, VIEW).filter(path__in=paths)
                      .values_list("path", flat=True))
@@ -129,13 +144,7 @@ def target_hosts(
     if errors:
         first = next(iter(errors.items()))
         raise InvalidInput(f"{first[0]}: {first[1][0]}", errors)
-    refused = _not_operable(user, paths, names)
-    if names_refused := list(refused.values_list("hostname", flat=True)[:20]):
-        raise Forbidden(
-            f"you may not operate {refused.count()} of the target hosts",
-            {"target": [f"not operable: {name}" for name in names_refused]},
-        )
-    return _target(paths, names)
+    return _target(paths, names), _not_operable(user, paths, names)
 
 
 def _target(paths: list[str], names: list[str]) -> QuerySet[Host]:

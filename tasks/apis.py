@@ -19,6 +19,8 @@ from .serializers import (
     CallbackAttemptOut,
     EventPageOut,
     EventsIn,
+    LaunchQueryIn,
+    PlanOut,
     RerunIn,
     SubTaskFilterIn,
     SubTaskOut,
@@ -30,18 +32,10 @@ from .serializers import (
     TaskFilterIn,
     TaskOut,
 )
+from .services.plan import task_plan
 from .streams import event_stream_response
 
 OPERATE = ("pause", "resume", "stop")
-
-
-def _control(data: dict, task_type: str) -> services.ControlData:
-    return services.ControlData(
-        timeout=data.get("timeout"), priority=data.get("priority", Task.Priority.NORMAL),
-        concurrency=data.get("concurrency"), batches=data.get("batches", []),
-        failure_threshold=data.get("failure_threshold") or "",
-        auto_resume=data.get("auto_resume"), task_type=task_type,
-    )
 
 
 class TaskViewSet(viewsets.GenericViewSet):
@@ -67,22 +61,24 @@ class TaskViewSet(viewsets.GenericViewSet):
         return page_of(self, tasks, TaskOut)
 
     @extend_schema(
-        summary="Start a task: run an approved plugin on the target hosts",
+        summary="Start a task: run an approved plugin on the target hosts (or plan it)",
         description="Checks the plugin version, the params against its schema, the account, "
         "your right to operate every target host and your quota; then creates one pending "
-        "subtask per host. The callback secret is in this answer only.",
-        request=TaskCreateIn, responses={201: TaskCreatedOut},
+        "subtask per host. The callback secret is in this answer only. With `?plan=1` it "
+        "creates nothing and answers the plan (200): hosts per datacenter, those you may not "
+        "operate or that were offline at the last probe, the batches, the version and whether "
+        "the quota allows it.",
+        parameters=[LaunchQueryIn], request=TaskCreateIn,
+        responses={201: TaskCreatedOut, 200: PlanOut},
     )
     def create(self, request: Request) -> Response:
+        plan = query_valid(request, LaunchQueryIn)["plan"]
         data = TaskCreateIn(data=request.data)
         data.is_valid(raise_exception=True)
-        v = data.validated_data
-        task = services.task_create(
-            actor=request.user, plugin=v["plugin"], version=v.get("version"),
-            params=v["params"], nodes=v["target"]["nodes"], hosts=v["target"]["hosts"],
-            run_as=v["run_as"], control=_control(v["control"], v["type"]),
-            callback_url=v["callback_url"],
-        )
+        arguments = services.launch_arguments(data.validated_data)
+        if plan:
+            return Response(PlanOut(task_plan(actor=request.user, **arguments)).data)
+        task = services.task_create(actor=request.user, **arguments)
         task.refresh_from_db()
         out = TaskCreatedOut(task, context={"counts": task.counts()})
         return Response(out.data, status=status.HTTP_201_CREATED)

@@ -14,6 +14,7 @@ from plugins.models import PluginVersion
 from .control import count_or_percent
 from .models import Task
 from .services import ControlData
+from .services.create import launch_body
 from .states import OUTCOME_FAILED, SubTaskStatus, TaskStatus
 
 SCALARS = {"integer": forms.IntegerField, "number": forms.FloatField, "string": forms.CharField}
@@ -111,13 +112,42 @@ class LaunchForm(forms.Form):
                 min_value=1, required=False, label="auto-resume (s)",
                 help_text="continue after a pause point when nothing failed"),
             "callback_url": forms.CharField(required=False, max_length=2000, label="callback URL"),
+            "job.name": forms.SlugField(required=False, max_length=100, label="job name",
+                                        help_text="letters, digits, - and _"),
+            "job.description": forms.CharField(required=False, max_length=500,
+                                               label="description"),
+            "job.newest": forms.BooleanField(
+                required=False, label="newest version",
+                help_text="run the newest approved version at each run, not this one"),
         })
+
+    @staticmethod
+    def initial_of(launch: dict, name: str = "", description: str = "") -> dict[str, Any]:
+        """The form's initial values for a launch as the API takes it (a saved job's)."""
+        control = launch.get("control", {})
+        params = {f"params.{key}": ", ".join(map(str, value)) if isinstance(value, list)
+                  else value for key, value in launch["params"].items()}
+        return {
+            **params, "params": launch["params"], "run_as": launch["run_as"],
+            "target.nodes": launch["target"]["nodes"],
+            "target.hosts": " ".join(launch["target"]["hosts"]),
+            "control.batches": ", ".join(map(str, control.get("batches", []))),
+            "control.concurrency": control.get("concurrency"),
+            "control.failure_threshold": control.get("failure_threshold") or "",
+            "control.timeout": control.get("timeout"),
+            "control.priority": control.get("priority", Task.Priority.NORMAL),
+            "control.auto_resume": control.get("auto_resume"),
+            "callback_url": launch.get("callback_url", ""),
+            "job.name": name, "job.description": description,
+            "job.newest": not launch.get("version"),
+        }
 
     def groups(self) -> dict[str, Any]:
         """Bound fields by section, for the template (their names hold dots)."""
         sections: dict[str, Any] = {
             "params": [], "control": [], "nodes": self["target.nodes"],
             "hosts": self["target.hosts"], "run_as": self["run_as"],
+            "job": [self["job.name"], self["job.description"], self["job.newest"]],
         }
         for name in self.fields:
             if name.startswith("params"):
@@ -148,6 +178,14 @@ class LaunchForm(forms.Form):
             "control": control, "callback_url": data["callback_url"].strip(),
         }
 
+    def job_arguments(self) -> dict[str, Any]:
+        """The name, description and launch of a saved job of this form (jobs.services)."""
+        launch = launch_body(**self.arguments())
+        if self.cleaned_data["job.newest"]:
+            launch["version"] = None
+        return {"name": self.cleaned_data["job.name"], "launch": launch,
+                "description": self.cleaned_data["job.description"]}
+
     def add_service_error(self, exc: ServiceError) -> None:
         """Show a service's refusal at the fields it names (`control.batches[1]` at batches,
         `params.a.b` at `params.a`, `target` at the nodes)."""
@@ -155,9 +193,11 @@ class LaunchForm(forms.Form):
             self.add_error(self._field_of(key), messages or [exc.detail])
 
     def _field_of(self, key: str) -> str | None:
-        name = re.sub(r"\[\d+\]", "", key)
+        name = re.sub(r"\[\d+\]", "", key).removeprefix("launch.")  # a saved job's launch
         if name == "target":
             return "target.nodes"
+        if name in ("name", "description"):  # a saved job's
+            return f"job.{name}"
         while name and name not in self.fields:
             name = name.rpartition(".")[0]
         return name or None

@@ -121,6 +121,46 @@ class RerunIn(StrictSerializerMixin, serializers.Serializer):
     )
 
 
+class LaunchQueryIn(FilterIn):
+    """The query of a launch: `plan=1` answers what it would do and creates nothing."""
+
+    plan = serializers.BooleanField(default=False,
+                                    help_text="1: answer the plan, create nothing")
+
+
+class HostSampleOut(serializers.Serializer):
+    """How many hosts, and up to 20 of their names."""
+
+    count = serializers.IntegerField()
+    hosts = serializers.ListField(child=serializers.CharField())
+
+
+class QuotaAnswerOut(serializers.Serializer):
+    """Whether the quota allows the launch; if not, the limit it meets."""
+
+    allowed = serializers.BooleanField()
+    detail = serializers.CharField(allow_blank=True)
+
+
+class PlanOut(serializers.Serializer):
+    """What a launch would do, created nothing: hosts per datacenter, those not operable or
+    unreachable by the last probe, the batches' sizes, the version and the quota's answer."""
+
+    allowed = serializers.BooleanField(help_text="whether the launch would be accepted now")
+    plugin = serializers.CharField()
+    version = serializers.IntegerField()
+    run_as = serializers.CharField()
+    timeout = serializers.IntegerField()
+    total_hosts = serializers.IntegerField()
+    datacenters = serializers.DictField(child=serializers.IntegerField(),
+                                        help_text="hosts per datacenter")
+    batches = serializers.ListField(child=serializers.IntegerField(),
+                                    help_text="hosts per batch, pausing between them")
+    not_operable = HostSampleOut()
+    unreachable = HostSampleOut(help_text="offline at the last probe")
+    quota = QuotaAnswerOut()
+
+
 class TaskFilterIn(QueryIn):
     """Filters of the task list."""
 

@@ -3,6 +3,7 @@
     eval "$(ccs --url http://127.0.0.1:8000 login admin)"
     ccs run ping --node corp/search --as root --batches 1,10%,100% --follow
     ccs show 42; ccs summary 42; ccs watch 42; ccs pause 42; ccs rerun 42 --failed
+    ccs job create ping-search ping --node corp/search --as root; ccs job run ping-search
 """
 
 import argparse
@@ -16,6 +17,7 @@ from ccs.errors import InvalidInput
 from tasks.control import MAX_BATCHES, batches_check, threshold_check
 
 from . import commands as c
+from . import jobs
 from .client import CliError
 
 EXIT_CODES = """exit codes:
@@ -120,30 +122,67 @@ def _follow_args(parser: argparse.ArgumentParser) -> None:
                         help="also print every host's transitions, with why a host failed")
 
 
+def _launch_args(parser: argparse.ArgumentParser) -> None:
+    """The options that describe a launch: `run`'s, and `job create`'s."""
+    parser.add_argument("plugin", help="the plugin's name (see `ccs plugins`)")
+    parser.add_argument("--version", type=_positive,
+                        help="its version (default: newest approved)")
+    parser.add_argument("--node", action="append", default=[], metavar="PATH",
+                        help="every host at or below this tree path (repeatable)")
+    parser.add_argument("--host", action="append", default=[], metavar="NAME",
+                        help="this host (repeatable)")
+    parser.add_argument("--as", dest="run_as", required=True, metavar="ACCOUNT",
+                        help="the account the plugin runs as on the hosts")
+    parser.add_argument("--param", action="append", type=_param, default=[],
+                        metavar="NAME=VALUE",
+                        help="a parameter; VALUE is JSON or else a string (repeatable)")
+    parser.add_argument("--concurrency", type=_positive, help="at most this many hosts at once")
+    parser.add_argument("--batches", type=_batches, metavar="SIZES",
+                        help="batch sizes, counts or percentages, pausing after each but the "
+                             "last: e.g. 1,10%%,100%%")
+    parser.add_argument("--failure-threshold", type=_threshold, metavar="N|N%",
+                        help="pause once this many (or this share of) hosts failed")
+    parser.add_argument("--timeout", type=_positive, metavar="SECONDS",
+                        help="per host (at most the plugin version's)")
+    parser.add_argument("--auto-resume", type=_positive, metavar="SECONDS",
+                        help="go on by itself this long after a pause point if nothing failed")
+    parser.add_argument("--priority", choices=["normal", "high"], default="normal",
+                        help="high: queues with workers of their own")
+
+
 def _run_parser(sub: Subs, common: Common) -> None:
     run = _command(sub, "run", c.cmd_run, "run an approved plugin on hosts", common)
-    run.add_argument("plugin", help="the plugin's name (see `ccs plugins`)")
-    run.add_argument("--version", type=_positive, help="its version (default: newest approved)")
-    run.add_argument("--node", action="append", default=[], metavar="PATH",
-                     help="every host at or below this tree path (repeatable)")
-    run.add_argument("--host", action="append", default=[], metavar="NAME",
-                     help="this host (repeatable)")
-    run.add_argument("--as", dest="run_as", required=True, metavar="ACCOUNT",
-                     help="the account the plugin runs as on the hosts")
-    run.add_argument("--param", action="append", type=_param, default=[], metavar="NAME=VALUE",
-                     help="a parameter; VALUE is JSON or else a string (repeatable)")
-    run.add_argument("--concurrency", type=_positive, help="at most this many hosts at once")
-    run.add_argument("--batches", type=_batches, metavar="SIZES",
-                     help="batch sizes, counts or percentages, pausing after each but the "
-                          "last: e.g. 1,10%%,100%%")
-    run.add_argument("--failure-threshold", type=_threshold, metavar="N|N%",
-                     help="pause once this many (or this share of) hosts failed")
-    run.add_argument("--timeout", type=_positive, metavar="SECONDS",
-                     help="per host (at most the plugin version's)")
-    run.add_argument("--auto-resume", type=_positive, metavar="SECONDS",
-                     help="go on by itself this long after a pause point if nothing failed")
-    run.add_argument("--priority", choices=["normal", "high"], default="normal",
-                     help="high: queues with workers of their own")
+    _launch_args(run)
+    run.add_argument("--follow", "-f", action="store_true",
+                     help="show live progress until the task ends, then the grouped summary")
+    run.add_argument("--plan", action="store_true",
+                     help="start nothing: show the hosts per datacenter, those not operable or "
+                          "offline, the batches and the quota's answer (exit 5 if refused)")
+    _follow_args(run)
+
+
+def _job_parser(sub: Subs, common: Common) -> None:
+    job = sub.add_parser("job", help="saved jobs: a launch kept under a name, run again",
+                         description="saved jobs: a launch kept under a name, run again")
+    verbs = job.add_subparsers(dest="verb", required=True, metavar="VERB", parser_class=Parser,
+                               help="what to do with saved jobs")
+    create = _command(verbs, "create", jobs.cmd_job_create,
+                      "save a launch (the options of `ccs run`) under a name", common)
+    create.add_argument("name", help="the job's name: letters, digits, - and _")
+    create.add_argument("--description", default="", help="what it is for")
+    _launch_args(create)
+    listed = _command(verbs, "list", jobs.cmd_job_list, "list the saved jobs you can see",
+                      common)
+    listed.add_argument("--plugin", help="only jobs of this plugin")
+    listed.add_argument("--limit", type=_positive, default=100, help="at most this many (100)")
+    for verb, func, helptext in (
+        ("show", jobs.cmd_job_show, "show a saved job and its last runs"),
+        ("run", jobs.cmd_job_run, "run a saved job now, as a task of yours"),
+        ("delete", jobs.cmd_job_delete, "delete a saved job (its tasks stay)"),
+    ):
+        command = _command(verbs, verb, func, helptext, common)
+        command.add_argument("job", help="the job's name or id")
+    run = verbs.choices["run"]
     run.add_argument("--follow", "-f", action="store_true",
                      help="show live progress until the task ends, then the grouped summary")
     _follow_args(run)
@@ -215,6 +254,7 @@ def parser() -> Parser:
                        help="read the password from stdin (else $CCS_PASSWORD, else a prompt)")
     _command(sub, "logout", c.cmd_logout, "revoke your token; prints `unset CCS_TOKEN`", common)
     _run_parser(sub, common)
+    _job_parser(sub, common)
     _read_parsers(sub, common)
     _control_parsers(sub, common)
     return top

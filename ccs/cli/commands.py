@@ -70,7 +70,8 @@ def cmd_logout(args: argparse.Namespace) -> int:
     return OK
 
 
-def cmd_run(args: argparse.Namespace) -> int:
+def launch_request(args: argparse.Namespace) -> dict[str, Any]:
+    """The launch a `run` (or `job create`) command line describes, as the API takes it."""
     control: dict[str, Any] = {"priority": args.priority}
     for key in ("batches", "failure_threshold", "concurrency", "timeout", "auto_resume"):
         if getattr(args, key) is not None:
@@ -81,9 +82,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     }
     if args.version:
         request["version"] = args.version
+    return request
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     client = _client(args)
-    task = client.post("/tasks/", request)
+    if args.plan:
+        return _plan(args, client.post("/tasks/?plan=1", launch_request(args)))
+    task = client.post("/tasks/", launch_request(args))
     return _started(args, client, task, "")
+
+
+def _plan(args: argparse.Namespace, plan: dict) -> int:
+    """Print what the launch would do; exit 0 if it would be accepted, 5 if not."""
+    if args.json:
+        _json(plan)
+        return OK if plan["allowed"] else ERROR
+    out = _out(args)
+    verdict = ("would start", "success") if plan["allowed"] else ("would be refused", "failed")
+    out.line(f"plan: {plan['plugin']} v{plan['version']} as {plan['run_as']} on "
+             f"{plan['total_hosts']} hosts: {out.paint(*verdict, bold=True)}")
+    for name, count in plan["datacenters"].items():
+        out.line(f"  {name}: {count} hosts")
+    out.line(f"  batches: {', '.join(str(size) for size in plan['batches'])}")
+    for key, what in (("not_operable", "not yours to operate"),
+                      ("unreachable", "offline at the last probe")):
+        if plan[key]["count"]:
+            out.line(f"  {plan[key]['count']} {what}: {', '.join(plan[key]['hosts'])}")
+    if not plan["quota"]["allowed"]:
+        out.line(f"  quota: {plan['quota']['detail']}")
+    return OK if plan["allowed"] else ERROR
 
 
 def _started(args: argparse.Namespace, client: Client, task: dict, note: str) -> int:

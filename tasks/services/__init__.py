@@ -1,7 +1,7 @@
 """Writes of tasks and subtasks: create, release (controller), run shards (workers), operate."""
 
 from .callbacks import callback_url_check, callbacks_deliver, callbacks_sweep, signature
-from .create import ControlData, params_validate, quota_check, task_create
+from .create import ControlData, launch_arguments, params_validate, quota_check, task_create
 from .operate import (
     host_acks_save,
     subtask_pause,
@@ -28,6 +28,7 @@ __all__ = [
     "shard_pull",
     "sitter_run",
     "host_control_run",
+    "launch_arguments",
     "params_validate",
     "quota_check",
     "shard_results_save",

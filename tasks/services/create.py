@@ -38,6 +38,42 @@ class ControlData:
     task_type: str = "adhoc"
 
 
+def launch_arguments(launch: dict) -> dict:
+    """The keyword arguments of task_create (and task_plan) from a launch as the API takes it
+    (a valid TaskCreateIn; a saved job keeps the same shape)."""
+    control = launch.get("control", {})
+    return {
+        "plugin": launch["plugin"], "version": launch.get("version"), "params": launch["params"],
+        "nodes": launch["target"]["nodes"], "hosts": launch["target"]["hosts"],
+        "run_as": launch["run_as"], "callback_url": launch.get("callback_url", ""),
+        "control": ControlData(
+            timeout=control.get("timeout"), priority=control.get("priority", Task.Priority.NORMAL),
+            concurrency=control.get("concurrency"), batches=control.get("batches", []),
+            failure_threshold=control.get("failure_threshold") or "",
+            auto_resume=control.get("auto_resume"), task_type=launch.get("type", "adhoc"),
+        ),
+    }
+
+
+def launch_body(*, plugin: str, version: int | None, params: dict, nodes: list[str],
+                hosts: list[str], run_as: str, control: ControlData,
+                callback_url: str = "") -> dict:
+    """A launch as the API takes it from task_create's arguments: what a saved job keeps
+    when it is saved from the console's launch form."""
+    settings_of = {
+        "timeout": control.timeout, "priority": control.priority,
+        "concurrency": control.concurrency, "batches": control.batches,
+        "failure_threshold": control.failure_threshold or None,
+        "auto_resume": control.auto_resume,
+    }
+    return {
+        "plugin": plugin, "version": version, "params": params, "run_as": run_as,
+        "target": {"nodes": nodes, "hosts": hosts}, "type": control.task_type,
+        "control": {k: v for k, v in settings_of.items() if v is not None},
+        "callback_url": callback_url,
+    }
+
+
 def params_validate(version: PluginVersion, params: dict) -> None:
     """Check task parameters against the version's JSON Schema, naming the parameter at fault."""
     validator = jsonschema.Draft202012Validator(version.params_schema or {})
@@ -116,9 +152,11 @@ def quota_check(actor: AbstractBaseUser, hosts: int | None = None) -> None:
         raise TooManyRequests(f"running_tasks limit is {running}", {"user": ["running"]})
 
 
-def _version_checked(
+def version_checked(
     plugin: str, version: int | None, params: dict, run_as: str, control: ControlData
 ) -> tuple[PluginVersion, int]:
+    """The runnable version and the per-host timeout, once params, account and control data
+    are checked against it (400 naming the field)."""
     plugin_version = plugin_version_runnable(plugin=plugin, version=version)
     params_validate(plugin_version, params)
     if run_as not in plugin_version.run_as:
@@ -148,7 +186,7 @@ def task_create(
 ) -> Task:
     """Check and create a task with one pending subtask per target host; the controller
     releases it after commit. The callback secret is readable on the returned task only."""
-    plugin_version, timeout = _version_checked(plugin, version, params, run_as, control)
+    plugin_version, timeout = version_checked(plugin, version, params, run_as, control)
     if callback_url:
         callback_url_check(callback_url)
     target = targets_checked(actor, nodes, hosts)

@@ -6,7 +6,10 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from ccs.errors import InvalidInput, ServiceError
+from ccs.errors import InvalidInput, NotFound, ServiceError
+from jobs.models import SavedJob
+from jobs.selectors import saved_job_visible
+from jobs.services import saved_job_create, saved_job_edit
 from permissions.rights import OPERATE
 from permissions.selectors import nodes_with_host_counts
 from plugins.models import PluginVersion
@@ -15,6 +18,7 @@ from plugins.selectors import plugin_version_runnable, plugins_runnable, version
 from .. import services
 from ..forms import LaunchForm, TargetForm, host_names
 from ..services.create import targets_checked
+from ..services.plan import Plan, task_plan
 
 
 @login_required
@@ -41,29 +45,65 @@ def _tree(request: HttpRequest) -> list[dict]:
     return [{"node": n, "depth": n.path.count("/") - top} for n in nodes]
 
 
+def _job(request: HttpRequest) -> SavedJob | None:
+    """The saved job being edited on this form (`?job=<id>`), if any; 404 if not visible."""
+    pk = request.GET.get("job")
+    if not pk:
+        return None
+    if not pk.isdigit():
+        raise Http404(f"no saved job {pk}")
+    try:
+        return saved_job_visible(request.user, int(pk))
+    except NotFound as exc:
+        raise Http404(exc.detail) from None
+
+
+def _submitted(request: HttpRequest, form: LaunchForm,
+               job: SavedJob | None) -> HttpResponse | Plan:
+    """Do what the pressed button asks: plan, save the job, or launch."""
+    data = request.POST
+    if data.get("plan"):
+        return task_plan(actor=request.user, **form.arguments())
+    if data.get("save") and job:
+        job = saved_job_edit(actor=request.user, job_id=job.pk, **form.job_arguments())
+        return redirect("console:job", job.pk)
+    if data.get("save"):
+        return redirect("console:job", saved_job_create(actor=request.user,
+                                                        **form.job_arguments()).pk)
+    return redirect("console:task", services.task_create(actor=request.user,
+                                                         **form.arguments()).pk)
+
+
 @login_required
 def launch(request: HttpRequest, plugin: str) -> HttpResponse:
-    """The launch form of a plugin; a valid one creates the task and opens its page."""
+    """The launch form of a plugin; a valid one creates the task and opens its page, or with
+    the Plan button shows what the launch would do, creating nothing, or saves it as a job
+    (`?job=<id>`: changes that job)."""
     data = request.POST if request.method == "POST" else None
+    job = _job(request)
     try:
         version = _version(plugin, (data or request.GET).get("version"))
     except InvalidInput as exc:
         return render(request, "console/refusal.html",
                       {"error": exc.detail, "back": request.path}, status=exc.status)
-    form = LaunchForm(version, data)
-    status = 200
+    initial = LaunchForm.initial_of(job.launch, job.name, job.description) if job else None
+    form = LaunchForm(version, data, initial=initial)
+    status, plan = 200, None
     if data is not None and form.is_valid():
         try:
-            task = services.task_create(actor=request.user, **form.arguments())
+            answer = _submitted(request, form, job)
         except ServiceError as exc:
             form.add_service_error(exc)
             status = exc.status
         else:
-            return redirect("console:task", task.pk)
+            if isinstance(answer, HttpResponse):
+                return answer
+            plan = answer
     elif data is not None:
         status = 400
     context = {"form": form, "version": version, "versions": versions_approved(version.plugin),
-               "tree": _tree(request), "checked": form["target.nodes"].value() or []}
+               "tree": _tree(request), "checked": form["target.nodes"].value() or [],
+               "plan": plan, "job": job}
     return render(request, "console/launch.html", context, status=status)
 
 

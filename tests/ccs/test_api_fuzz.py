@@ -16,6 +16,8 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from ccs.stack import Stack, free_port, port_open, wait_for
+from jobs.services import saved_job_create, schedule_create
+from notify.services import subscription_create
 from permissions.models import Node
 from plugins.models import PluginVersion
 from tasks.models import SubTask, Task
@@ -31,7 +33,8 @@ EXAMPLES = os.environ.get("CCS_FUZZ_EXAMPLES", "10")
 SEED = os.environ.get("CCS_FUZZ_SEED", "13")
 # Each {id} of a path names an object the run may read, change and act on.
 IDS = {"tasks": "TASK", "subtasks": "SUBTASK", "nodes": "NODE", "plugins": "PLUGIN",
-       "plugin-versions": "VERSION", "hosts": "HOST", "datacenters": "DATACENTER"}
+       "plugin-versions": "VERSION", "hosts": "HOST", "datacenters": "DATACENTER",
+       "jobs": "JOB", "schedules": "SCHEDULE", "subscriptions": "SUBSCRIPTION"}
 
 
 @pytest.fixture
@@ -81,7 +84,15 @@ def _objects() -> dict[str, str]:
         assert time.monotonic() < deadline, "the task did not run"
         time.sleep(0.1)
     subtask = SubTask.objects.filter(task=task).first()
+    job = saved_job_create(actor=user, name="fuzzed", launch={
+        "plugin": "ping", "params": {}, "target": {"nodes": ["corp/test"], "hosts": []},
+        "run_as": "root", "control": {}})
+    schedule = schedule_create(actor=user, job_id=job.pk, cron="0 3 * * *")
+    subscription = subscription_create(actor=user, channel="email", address="f@example.com",
+                                       events=["task.failed"])
     return {
+        "CCS_ST_JOB": str(job.pk), "CCS_ST_SCHEDULE": str(schedule.pk),
+        "CCS_ST_SUBSCRIPTION": str(subscription.pk),
         "CCS_ST_TOKEN": Token.objects.create(user=user).key, "CCS_ST_TASK": str(task.pk),
         "CCS_ST_SUBTASK": str(subtask.pk), "CCS_ST_NODE": str(Node.objects.get(path="corp").pk),
         "CCS_ST_PLUGIN": str(version.plugin_id), "CCS_ST_VERSION": str(version.pk),

@@ -20,6 +20,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
 from ccs.cli import parser
+from jobs.services import schedule_create
 from permissions.models import Host
 from permissions.services import node_ensure
 from tasks.models import Task
@@ -111,6 +112,61 @@ def test_run_follow_piped_succeeds_with_plain_progress_and_summary(stack):
     assert re.search(r"task \d+ succeeded: ping v1 on 10 hosts in [\d.]+ s", ran.out)
     assert re.search(r"^\s+10 hosts\s+success\s+exit 0\s+'pong'", ran.out, re.M)
     assert Task.objects.get(pk=_started(ran.out)).status == "succeeded"
+
+
+def test_run_plan_says_what_would_happen_and_starts_nothing(stack):
+    Host.objects.filter(hostname="dc1-t004").update(status=Host.Status.OFFLINE)
+    ran = ccs(stack, "run", "ping", "--node", "corp/test", "--as", "root", "--batches",
+              "1,50%,100%", "--plan")
+    assert ran.code == 0, ran.out + ran.err
+    assert ran.out.splitlines()[:4] == [
+        "plan: ping v1 as root on 10 hosts: would start", "  dc1: 10 hosts",
+        "  batches: 1, 5, 4", "  1 offline at the last probe: dc1-t004",
+    ]
+    as_json = json.loads(ccs(stack, "run", "ping", "--host", "dc1-t000", "--as", "root",
+                             "--plan", "--json").out)
+    assert (as_json["total_hosts"], as_json["allowed"]) == (1, True)
+    refused = ccs(stack, "run", "ping", "--node", "corp/nowhere", "--as", "root", "--plan")
+    assert refused.code == 5 and "unknown node: corp/nowhere" in refused.err
+    assert not Task.objects.exists()
+
+
+LAUNCH_FIELDS = ("plugin_version", "params", "run_as", "timeout", "priority", "concurrency",
+                 "batches", "failure_threshold", "auto_resume", "task_type", "total_hosts",
+                 "callback_url", "creator")
+
+
+def test_a_saved_job_run_makes_the_task_ccs_run_makes(stack):
+    options = ["ping", "--node", "corp/test", "--host", "dc1-t000", "--as", "root",
+               "--batches", "2,100%", "--auto-resume", "1", "--concurrency", "3",
+               "--timeout", "20", "--failure-threshold", "50%", "--priority", "high"]
+    ran = ccs(stack, "run", *options, "--follow")
+    assert ran.code == 0, ran.out + ran.err
+    saved = ccs(stack, "job", "create", "ping-test", *options, "--description", "all of test")
+    assert saved.code == 0, saved.err
+    assert re.fullmatch(r"saved job \d+: ping-test \(ping\); run it with: ccs job run "
+                        r"ping-test\n", saved.out)
+    from_job = ccs(stack, "job", "run", "ping-test", "--follow")
+    assert from_job.code == 0, from_job.out + from_job.err
+    assert "(saved job ping-test)" in from_job.out
+    adhoc, job_task = (Task.objects.get(pk=_started(r.out)) for r in (ran, from_job))
+    for name in LAUNCH_FIELDS:
+        assert getattr(adhoc, name) == getattr(job_task, name), name
+    hosts = [set(t.subtasks.values_list("host_id", flat=True)) for t in (adhoc, job_task)]
+    assert hosts[0] == hosts[1] and len(hosts[0]) == 10
+    listed = ccs(stack, "job", "list")
+    assert re.search(r"^\d+\s+ping-test\s+ping \(newest\)\s+corp/test,dc1-t000\s+ops\s+"
+                     r"all of test$", listed.out, re.M), listed.out
+    schedule_create(actor=job_task.creator, job_id=job_task.job_run.job_id, cron="0 3 * * *",
+                    timezone_name="Asia/Shanghai")
+    shown = ccs(stack, "job", "show", "ping-test")
+    assert re.search(r"^  schedule \d+: cron '0 3 \* \* \*' \(Asia/Shanghai\), next "
+                     r"\S+T19:00:00Z, as ops$", shown.out, re.M), shown.out
+    assert re.search(rf"^{job_task.pk}\s+succeeded\s+1\s+manual\s+ops\s+10\s", shown.out,
+                     re.M), shown.out
+    assert ccs(stack, "job", "delete", "ping-test").out == "deleted saved job ping-test\n"
+    gone = ccs(stack, "job", "show", "ping-test")
+    assert gone.code == 5 and "no saved job named 'ping-test'" in gone.err
 
 
 def test_failures_and_timeouts_fail_the_command_on_a_terminal(stack):
@@ -241,8 +297,10 @@ def test_every_command_and_option_has_help():
     top = parser()
     commands = top._subparsers._group_actions[0].choices
     assert {"login", "logout", "run", "show", "summary", "watch", "tasks", "plugins", "hosts",
-            "pause", "resume", "stop", "rerun"} <= set(commands)
-    for name, command in commands.items():
+            "pause", "resume", "stop", "rerun", "job"} <= set(commands)
+    verbs = commands["job"]._subparsers._group_actions[0].choices
+    assert {"create", "list", "show", "run", "delete"} <= set(verbs)
+    for name, command in [*commands.items(), *((f"job {v}", p) for v, p in verbs.items())]:
         assert command.description, name
         for action in command._actions:
             assert action.help, f"ccs {name} {action.dest}"

@@ -103,8 +103,16 @@ def test_unknown_query_parameters_answer_400_naming_them(api, schema, builtins):
                                        "run_as": "root"}, format="json").json()
     node = api.get("/api/v1/nodes/", {"path": "corp"}).json()["results"][0]
     version = api.get("/api/v1/plugin-versions/").json()["results"][0]
+    job = api.post("/api/v1/jobs/", {"name": "ping", "launch": {
+        "plugin": "ping", "target": {"hosts": ["dc1-t000"]}, "run_as": "root"}}, format="json")
+    schedule = api.post(f"/api/v1/jobs/{job.json()['id']}/schedules/", {"cron": "0 3 * * *"},
+                        format="json")
+    subscription = api.post("/api/v1/subscriptions/", {
+        "channel": "email", "address": "a@example.com", "events": ["task.failed"]},
+        format="json")
     ids = {"tasks": task["id"], "nodes": node["id"], "plugin-versions": version["id"],
-           "plugins": version["plugin_id"]}
+           "plugins": version["plugin_id"], "jobs": job.json()["id"],
+           "schedules": schedule.json()["id"], "subscriptions": subscription.json()["id"]}
     for path, known in _list_operations(schema):
         url = path.replace("{id}", str(ids.get(path.split("/")[3])))
         documented = api.get(url, known)

@@ -5,8 +5,10 @@ import re
 
 import pytest
 
+from permissions.models import Host
 from plugins.services import plugin_create, plugin_version_create, plugin_version_submit
 from tasks.models import Task
+from tests.factories import hosts_make
 from tests.web.conftest import screenshot
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -105,3 +107,27 @@ def test_a_staff_user_sees_how_many_versions_wait_for_review(console, people, bu
         page.click("#review-link")
     assert page.url.endswith("/admin/plugins/pluginversion/review/")
     assert "hello v1" in page.locator("#review-queue").inner_text()
+
+
+def test_the_plan_button_shows_what_a_launch_would_do_and_creates_nothing(
+    console, people, builtins
+):
+    hosts_make("dc1", 3, port=1)
+    hosts_make("dc2", 2, port=1)
+    Host.objects.filter(hostname="dc2-t001").update(status=Host.Status.OFFLINE)
+    page = console("member")
+    page.goto(page.url + "launch/ping/")
+    page.check("#tree input[value='corp/test']")
+    page.fill("[name='control.batches']", "1, 100%")
+    with page.expect_navigation():
+        page.click("#plan-button")
+    assert page.locator("#plan-verdict").inner_text() == "This launch would start"
+    assert page.locator("#plan-hosts").inner_text() == "5"
+    assert page.locator("#plan-datacenters").inner_text() == "dc1: 3 · dc2: 2"
+    assert page.locator("#plan-batches").inner_text() == "1, 4"
+    assert page.locator("#plan-unreachable").inner_text() == "1: dc2-t001"
+    assert page.locator("[name='control.batches']").input_value() == "1, 100%"  # kept
+    assert not Task.objects.exists()
+    with page.expect_navigation():
+        page.click("#launch-button")
+    assert Task.objects.get().total_hosts == 5
