@@ -49,9 +49,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
-from common import ROOT, bench_user, dc_worker_command, plugin_approved_ensure, seed
+from common import (
+    ROOT,
+    bench_user,
+    datacenter_names,
+    dc_worker_command,
+    plugin_approved_ensure,
+    seed,
+)
 
 FAULTS = ("dc-worker", "controller", "fleet", "callbacks", "web", "redis", "postgres", "storm")
+# With --netns: `none` (a task over both datacenters, nothing injected) and `partition`
+# (dc1's link to the control plane down for --down seconds).
+NETNS_FAULTS = ("none", "partition")
 CRITERION_S = 60.0  # every subtask terminal this long after the component's return
 PLUGIN = "fault-nap"
 POSTGRES_BIN = Path("/usr/lib/postgresql")
@@ -68,16 +78,20 @@ def main() -> None:
     parser.add_argument("--down", type=float, default=5.0, help="seconds a component is down")
     parser.add_argument("--patience", type=float, default=300.0,
                         help="seconds after the return to wait for every subtask to end")
+    parser.add_argument("--netns", action="store_true",
+                        help="each datacenter's worker and fleet in a network namespace of "
+                             "its own (as root); adds the faults none and partition")
     parser.add_argument("--json", action="store_true", help="one JSON object per fault")
     args = parser.parse_args()
     faults = [f for f in args.faults.split(",") if f]
-    if unknown := [f for f in faults if f not in FAULTS]:
-        parser.error(f"--faults: unknown {', '.join(unknown)} (known: {', '.join(FAULTS)})")
+    known = FAULTS + NETNS_FAULTS if args.netns else FAULTS
+    if unknown := [f for f in faults if f not in known]:
+        parser.error(f"--faults: unknown {', '.join(unknown)} (known: {', '.join(known)})")
     if args.hosts < 4:
         parser.error("--hosts must be at least 4")
     say = (lambda *a: None) if args.json else print
     rows = []
-    with FaultStack(args.hosts, say) as stack:
+    with FaultStack(args.hosts, say, netns=args.netns) as stack:
         for name in faults:
             row = stack.run(name, nap=args.nap, down=args.down, patience=args.patience)
             rows.append(row)
@@ -101,7 +115,7 @@ def free_port() -> int:
 class OwnPostgres:
     """A PostgreSQL server in a directory of the run, on a free port, run as `postgres`."""
 
-    def __init__(self) -> None:
+    def __init__(self, also_on: tuple[str, ...] = ()) -> None:
         versions = sorted(POSTGRES_BIN.glob("*/bin"), key=lambda p: int(p.parent.name))
         if not versions:
             raise SystemExit(f"faults: no PostgreSQL server binaries under {POSTGRES_BIN}")
@@ -110,8 +124,11 @@ class OwnPostgres:
         self.home = Path(tempfile.mkdtemp(prefix="ccs-faults-pg-"))
         shutil.chown(self.home, "postgres", "postgres")
         self.data, self.log = self.home / "data", self.home / "server.log"
+        self.addresses = ",".join(("127.0.0.1", *also_on))
         self._as_postgres("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
                           "-E", "UTF8", "--no-sync")
+        with open(self.data / "pg_hba.conf", "a") as hba:  # the datacenters' namespaces
+            hba.writelines(f"host all all {address}/24 trust\n" for address in also_on)
         self.start()
 
     @property
@@ -125,7 +142,7 @@ class OwnPostgres:
             raise SystemExit(f"faults: {program} failed: {done.stderr.strip()[-500:]}")
 
     def start(self) -> None:
-        options = (f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 "
+        options = (f"-p {self.port} -k {self.data} -c listen_addresses={self.addresses} "
                    "-c max_connections=300")
         self._as_postgres("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options,
                           "-w", "start")
@@ -146,8 +163,8 @@ class OwnRedis:
     """A redis-server in a directory of the run, on a free port, with its append-only file on
     (as a broker that must survive a restart is run)."""
 
-    def __init__(self, directory: Path) -> None:
-        self.port, self.directory = free_port(), directory
+    def __init__(self, directory: Path, also_on: tuple[str, ...] = ()) -> None:
+        self.port, self.directory, self.also_on = free_port(), directory, also_on
         self.proc: subprocess.Popen | None = None
         self.start()
 
@@ -161,7 +178,8 @@ class OwnRedis:
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         with open(self.directory / "redis.log", "ab") as log:
             self.proc = subprocess.Popen(
-                [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
+                [binary, "--port", str(self.port), "--bind", "127.0.0.1", *self.also_on,
+                 "--protected-mode", "no", "--dir",
                  str(self.directory), "--appendonly", "yes", "--save", ""],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         wait_for(lambda: redis_answers(self.url), "redis-server", proc=self.proc)
@@ -175,6 +193,60 @@ class OwnRedis:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=10)
+
+
+class Namespaces:
+    """One network namespace per datacenter, joined to this one by a veth pair: a datacenter's
+    worker and fleet reach the control plane's servers at its `gateway`, and nothing of any
+    other datacenter (no route between namespaces, no forwarding)."""
+
+    def __init__(self, datacenters: list[str]) -> None:
+        tag = os.getpid() % 100_000
+        self.names = {dc: f"ccsf{tag}-{dc}" for dc in datacenters}
+        self.links = {dc: f"cf{tag}{dc}" for dc in datacenters}  # the outside end
+        net = 100 + tag % 100
+        self.gateways = {dc: f"10.{net}.{i}.1" for i, dc in enumerate(datacenters, 1)}
+        self.insides = {dc: f"10.{net}.{i}.2" for i, dc in enumerate(datacenters, 1)}
+        try:
+            for dc in datacenters:
+                self._add(dc)
+        except BaseException:
+            self.remove()
+            raise
+
+    def _add(self, dc: str) -> None:
+        ns, outside, inside = self.names[dc], self.links[dc], f"{self.links[dc]}i"
+        _ip("netns", "add", ns)
+        _ip("link", "add", outside, "type", "veth", "peer", "name", inside)
+        _ip("link", "set", inside, "netns", ns)
+        _ip("addr", "add", f"{self.gateways[dc]}/24", "dev", outside)
+        _ip("link", "set", outside, "up")
+        for args in (("addr", "add", f"{self.insides[dc]}/24", "dev", inside),
+                     ("link", "set", inside, "up"), ("link", "set", "lo", "up")):
+            _ip("-n", ns, *args)
+
+    def wrap(self, dc: str, command: str, **env: str) -> str:
+        """The command run in the datacenter's namespace, with these variables."""
+        assigned = " ".join(f"{k}={v}" for k, v in env.items())
+        return f"ip netns exec {self.names[dc]} env {assigned} {command}"
+
+    def cut(self, dc: str) -> None:
+        _ip("link", "set", self.links[dc], "down")
+
+    def heal(self, dc: str) -> None:
+        _ip("link", "set", self.links[dc], "up")
+
+    def remove(self) -> None:
+        """Delete every namespace (its end of the pair goes with it) and the outside ends."""
+        for dc, ns in self.names.items():
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            subprocess.run(["ip", "link", "del", self.links[dc]], capture_output=True)
+
+
+def _ip(*args: str) -> None:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"faults: ip {' '.join(args)}: {done.stderr.strip()}")
 
 
 def _own_environment(pg: OwnPostgres, redis_url: str, web_port: int) -> None:
@@ -199,8 +271,9 @@ class FaultStack:
     """Own servers, the database seeded with --hosts simulated hosts, the Procfile's processes;
     runs one task per fault."""
 
-    def __init__(self, hosts: int, say: Callable[..., None]) -> None:
-        self.hosts, self.say = hosts, say
+    def __init__(self, hosts: int, say: Callable[..., None], netns: bool = False) -> None:
+        self.hosts, self.say, self.netns = hosts, say, netns
+        self.namespaces: Namespaces | None = None
         self.dir = ROOT / "var" / "faults" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
         self.dir.mkdir(parents=True)
         self.ledger = self.dir / "ledger"
@@ -209,8 +282,11 @@ class FaultStack:
     def __enter__(self) -> FaultStack:
         from ccs.stack import Stack
 
-        self.pg = OwnPostgres()
-        self.redis = OwnRedis(self.dir)
+        if self.netns:
+            self.namespaces = Namespaces(datacenter_names(self.hosts))
+        gateways = tuple(self.namespaces.gateways.values()) if self.namespaces else ()
+        self.pg = OwnPostgres(also_on=gateways)
+        self.redis = OwnRedis(self.dir, also_on=gateways)
         self.web_port = free_port()
         _own_environment(self.pg, self.redis.url, self.web_port)
         from common import django_on_bench_database
@@ -232,18 +308,27 @@ class FaultStack:
             if hasattr(self, server):
                 getattr(self, server).stop()
         shutil.rmtree(self.dir / "appendonlydir", ignore_errors=True)
+        if self.namespaces is not None:
+            self.namespaces.remove()
 
     def _seed_and_start(self) -> None:
         from rest_framework.authtoken.models import Token
 
         datacenters = seed(self.hosts, "process")
+        if self.namespaces:
+            from permissions.models import Host
+
+            for dc in datacenters:
+                Host.objects.filter(datacenter__name=dc.name).update(
+                    address=self._host_address(dc.name))
         body = (f"#!/bin/sh\necho \"$CCS_JOB_ID\" >> {self.ledger}\n"
                 "sleep \"$CCS_PARAM_SECONDS\"\necho \"slept on $CCS_HOST_ID\"\n")
         plugin_approved_ensure(PLUGIN, body, run_as=["root"], description="for bench/faults.py",
                                params_schema=NAP_SCHEMA)
         self.token = Token.objects.get_or_create(user=bench_user())[0].key
         self.commands = self._commands(datacenters)
-        self.fleet_ports = {f.name: f.port for dc in datacenters for f in dc.fleets}
+        self.fleet_ports = {f.name: (self._host_address(dc.name), f.port)
+                            for dc in datacenters for f in dc.fleets}
         for name in self.commands:
             self.stack.start(name, self.commands[name])
         self.ready()
@@ -258,14 +343,17 @@ class FaultStack:
 
         procfile, commands = procfile_entries(), {}
         for dc in datacenters:
+            address = self._host_address(dc.name)
             for fleet in dc.fleets:
                 config = json.loads(fleet.config.read_text())
                 config["spool"] = str(self.dir / f"spool-{fleet.name}")
+                config["listen"] = f"{address}:{fleet.port}"
                 path = self.dir / f"{fleet.name}.json"
                 write_secret(path, json.dumps(config).encode())
-                commands[fleet.name] = f"ccs-agent fleet --config {path}"
-            commands[f"worker-{dc.name}"] = dc_worker_command(dc.name)
-            commands[f"worker-{dc.name}-high"] = dc_worker_command(dc.name, high=True)
+                commands[fleet.name] = self._in_dc(dc.name, f"ccs-agent fleet --config {path}")
+            commands[f"worker-{dc.name}"] = self._in_dc(dc.name, dc_worker_command(dc.name))
+            commands[f"worker-{dc.name}-high"] = self._in_dc(
+                dc.name, dc_worker_command(dc.name, high=True))
         schedule = self.dir / "celerybeat-schedule"
         commands.update(
             controller=procfile["controller"], callbacks=procfile["callbacks"],
@@ -274,14 +362,30 @@ class FaultStack:
         )
         return commands
 
+    def _host_address(self, dc: str) -> str:
+        """Where the datacenter's hosts (its fleet) listen, as the inventory has it."""
+        return self.namespaces.insides[dc] if self.namespaces else "127.0.0.1"
+
+    def _in_dc(self, dc: str, command: str) -> str:
+        """The command as the datacenter runs it: in its namespace, with the control plane's
+        servers at its gateway, when there are namespaces."""
+        if self.namespaces is None:
+            return command
+        gateway = self.namespaces.gateways[dc]
+        return self.namespaces.wrap(
+            dc, command,
+            DATABASE_URL=os.environ["DATABASE_URL"].replace("127.0.0.1", gateway),
+            CCS_BROKER_URL=self.redis.url.replace("127.0.0.1", gateway),
+        )
+
     def ready(self, timeout: float = 120) -> None:
         """Wait until every fleet, worker and the web answer."""
         from django.conf import settings
 
         from ccs.stack import port_open, wait_for, workers_ready
 
-        for name, port in self.fleet_ports.items():
-            wait_for(lambda p=port: port_open(p), name, timeout=timeout)
+        for name, (address, port) in self.fleet_ports.items():
+            wait_for(lambda a=address, p=port: port_open(p, a), name, timeout=timeout)
         wait_for(lambda: port_open(self.web_port), "web", timeout=timeout)
         celery = tuple(n for n in self.commands if n.startswith("worker-")) + (
             "controller", "callbacks")
@@ -346,6 +450,8 @@ class Row:
     callbacks_bad_signature: int = 0
     callbacks_repeated: int = 0
     died: list[str] = field(default_factory=list)
+    # partition: whether every host of the other datacenters succeeded before the heal
+    others_untouched: bool | None = None
 
     @property
     def ok(self) -> bool:
@@ -353,7 +459,7 @@ class Row:
                 and not (self.duplicated or self.mismatched or self.server_errors
                          or self.sse_missing or self.sse_repeated or self.callbacks_missing
                          or self.callbacks_bad_signature or self.died)
-                and self.events_gapless)
+                and self.events_gapless and self.others_untouched is not False)
 
     def line(self) -> str:
         terminal = "never" if self.terminal_s is None else f"{self.terminal_s:.1f} s"
@@ -383,7 +489,7 @@ class Trial:
         hosts = self.stack.hosts
         response = self.api.post("/tasks/", json={
             "plugin": PLUGIN, "params": {"seconds": nap}, "target": {"nodes": [f"bench/n{hosts}"]},
-            "run_as": "root", "control": {"concurrency": max(1, hosts // 2)},
+            "run_as": "root", "control": self._control(),
             "callback_url": self.receiver.url,
         })
         if response.status_code != 201:
@@ -391,12 +497,18 @@ class Trial:
                              f"{response.text[:500]}")
         return response.json()
 
+    def _control(self) -> dict:
+        """Half the hosts at a time, so that the controller releases while the fault lasts;
+        across datacenters all at once: a task-wide limit would let the slots a cut
+        datacenter holds keep the others waiting, which is that limit's purpose."""
+        return {} if self.fault in NETNS_FAULTS else {"concurrency": max(1, self.stack.hosts // 2)}
+
     def go(self, down: float, patience: float) -> None:
         _until(lambda: _count(self.task_id, ("running",)) > 0, 60)
         time.sleep(1.0)  # the jobs are under way
         self.fault_at = time.monotonic()
         INJECT[self.fault](self.stack, self, down)
-        self.returned = time.monotonic()
+        self.returned, self.returned_wall = time.monotonic(), time.time()
         if _until(lambda: _count(self.task_id, None) == 0, patience):
             self.terminal_at = time.monotonic()
             # the stream ends with the task; callbacks are retried with backoff and swept
@@ -430,6 +542,8 @@ class Trial:
         row.mismatched, row.mismatches = sum(mismatches.values()), dict(mismatches)
         self._events(row)
         row.server_errors = sum(self.errors.values())
+        if self.fault == "partition":
+            row.others_untouched = others_untouched(self.task_id, "dc1", self.returned_wall)
         return row
 
     def _events(self, row: Row) -> None:
@@ -510,6 +624,18 @@ def _event_seq(task_id: int) -> int:
     from tasks.models import Task
 
     return Task.objects.values_list("event_seq", flat=True).get(pk=task_id)
+
+
+def others_untouched(task_id: int, cut: str, healed_at: float) -> bool:
+    """Whether every subtask outside the cut datacenter succeeded before the heal."""
+    from datetime import UTC, datetime
+
+    from tasks.models import SubTask
+
+    others = SubTask.objects.filter(task_id=task_id).exclude(datacenter__name=cut)
+    healed = datetime.fromtimestamp(healed_at, UTC)
+    return (others.exists() and not others.exclude(status="success").exists()
+            and not others.filter(finished_at__gt=healed).exists())
 
 
 def ledger_repeats(ledger: Path, uid: str) -> int:
@@ -720,9 +846,17 @@ def _steer(trial: Trial, url: str) -> None:
             trial.errors[f"POST {url.split('/')[-2]} {status}"] += 1
 
 
+def _partition(stack: FaultStack, trial: Trial, down: float) -> None:
+    assert stack.namespaces is not None
+    stack.namespaces.cut("dc1")
+    time.sleep(down)
+    stack.namespaces.heal("dc1")
+
+
 INJECT: dict[str, Callable[[FaultStack, Trial, float], None]] = {
     **{name: _process_fault for name in FAULT_PROCESS},
     "redis": _redis_fault, "postgres": _postgres_fault, "storm": _storm,
+    "none": lambda stack, trial, down: None, "partition": _partition,
 }
 
 
