@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery, signals
+from django.conf import settings
 
 from agent.runtime import collector_tune
 
@@ -22,9 +23,8 @@ app.autodiscover_tasks(["tasks"])
 
 # Periodic jobs, run by `celery beat` (Procfile: beat).
 app.conf.beat_schedule = {
-    "callbacks-sweep": {"task": routing.TASK_CALLBACKS_SWEEP, "schedule": 10.0},
-    "sitter": {"task": routing.TASK_SITTER, "schedule": 30.0},
-    "hosts-probe": {"task": routing.TASK_PROBE_PLAN, "schedule": 60.0},
+    "hosts-probe": {"task": routing.TASK_PROBE_PLAN,
+                    "schedule": float(settings.CCS_PROBE_INTERVAL)},
 }
 
 

@@ -6,24 +6,18 @@ QUEUE_CONTROL = "control"
 QUEUE_CALLBACKS = "callbacks"
 
 TASK_RELEASE = "ccs.control.task_release"
-TASK_AUTO_RESUME = "ccs.control.task_auto_resume"
 TASK_RUN_SHARD = "ccs.dc.shard_run"
 TASK_HOST_CONTROL = "ccs.dc.subtasks_control"
-TASK_SITTER = "ccs.control.sitter"
 TASK_PROBE_PLAN = "ccs.control.hosts_probe_plan"
-TASK_PULL = "ccs.dc.subtasks_pull"
+TASK_PULL = "ccs.dc.shard_pull"
 TASK_PROBE = "ccs.dc.hosts_probe"
 TASK_CALLBACKS_DELIVER = "ccs.callbacks.deliver"
-TASK_CALLBACKS_SWEEP = "ccs.callbacks.sweep"
 
 # Tasks with a fixed queue. Datacenter tasks go to their datacenter's queues (see route_task).
 FIXED_ROUTES: dict[str, str] = {
     TASK_RELEASE: QUEUE_CONTROL,
-    TASK_AUTO_RESUME: QUEUE_CONTROL,
-    TASK_SITTER: QUEUE_CONTROL,
     TASK_PROBE_PLAN: QUEUE_CONTROL,
     TASK_CALLBACKS_DELIVER: QUEUE_CALLBACKS,
-    TASK_CALLBACKS_SWEEP: QUEUE_CALLBACKS,
 }
 
 

@@ -232,12 +232,19 @@ CCS_CALLBACK_TIMEOUT = env_int("CCS_CALLBACK_TIMEOUT", 10, minimum=1)
 CCS_CALLBACK_BACKOFF_BASE = env_int("CCS_CALLBACK_BACKOFF_BASE", 2, minimum=1)
 CCS_CALLBACK_RETRY_HOURS = env_int("CCS_CALLBACK_RETRY_HOURS", 48, minimum=24)
 
-# The sitter: a running subtask is overdue this long after its timeout; a queued one after
-# this long in the queue; an overdue one whose agent stays unreachable is lost after this.
-CCS_SITTER_GRACE = env_int("CCS_SITTER_GRACE", 60, minimum=1)
-CCS_SITTER_QUEUED_GRACE = env_int("CCS_SITTER_QUEUED_GRACE", 600, minimum=1)
+# The sitter (its own process, `manage.py sitter`) makes a pass this often. A worker holds a
+# lease of CCS_SHARD_LEASE seconds on each shard it runs, renewed a few times within it: the
+# sitter pulls the outcome of what a dead worker held once its lease lapsed. A shard message no
+# worker took within CCS_SITTER_QUEUED_GRACE is sent again (then after twice as long, and so
+# on, up to ten times that: a long queue is not flooded). A subtask whose agent stays
+# unreachable is lost CCS_SITTER_LOST_AFTER seconds after the sitter took it over.
+CCS_SITTER_INTERVAL = env_int("CCS_SITTER_INTERVAL", 5, minimum=1)
+CCS_SHARD_LEASE = env_int("CCS_SHARD_LEASE", 20, minimum=4)
+CCS_SITTER_QUEUED_GRACE = env_int("CCS_SITTER_QUEUED_GRACE", 30, minimum=1)
 CCS_SITTER_LOST_AFTER = env_int("CCS_SITTER_LOST_AFTER", 900, minimum=1)
 CCS_SITTER_PULL_TIMEOUT = env_int("CCS_SITTER_PULL_TIMEOUT", 10, minimum=1)
+# Beat has every datacenter probe its agents this often (seconds).
+CCS_PROBE_INTERVAL = env_int("CCS_PROBE_INTERVAL", 60, minimum=1)
 
 # Flower asks for this user and CCS_FLOWER_PASSWORD(_FILE) (ccs/flowerconfig.py).
 CCS_FLOWER_USER = env_str("CCS_FLOWER_USER", "ccs")

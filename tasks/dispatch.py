@@ -32,16 +32,12 @@ def task_release(task_id: int) -> Message:
     return Message(routing.TASK_RELEASE, {"task_id": task_id})
 
 
-def task_auto_resume(task_id: int, batch: int, delay: float) -> Message:
-    """Controller, `delay` seconds from now: resume the task if still at this pause point."""
-    return Message(routing.TASK_AUTO_RESUME, {"task_id": task_id, "batch": batch}, delay)
-
-
-def shard_run(task_id: int, datacenter: str, priority: str, subtask_ids: list[int]) -> Message:
+def shard_run(task_id: int, datacenter: str, priority: str, shard_id: int,
+              subtask_ids: list[int]) -> Message:
     """Datacenter worker: run one shard of queued subtasks."""
     return Message(routing.TASK_RUN_SHARD, {
         "task_id": task_id, "datacenter": datacenter, "priority": priority,
-        "subtask_ids": subtask_ids,
+        "shard_id": shard_id, "subtask_ids": subtask_ids,
     })
 
 
@@ -52,10 +48,10 @@ def subtasks_control(task_id: int, datacenter: str, op: str, subtask_ids: list[i
     })
 
 
-def subtasks_pull(task_id: int, datacenter: str, subtask_ids: list[int]) -> Message:
-    """Datacenter control worker: ask the agents how these jobs ended."""
+def shard_pull(task_id: int, datacenter: str, shard_id: int) -> Message:
+    """Datacenter control worker: ask the agents how the jobs a shard left on them ended."""
     return Message(routing.TASK_PULL, {
-        "task_id": task_id, "datacenter": datacenter, "subtask_ids": subtask_ids,
+        "task_id": task_id, "datacenter": datacenter, "shard_id": shard_id,
     })
 
 

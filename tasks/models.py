@@ -33,6 +33,12 @@ class Task(models.Model):
     batches = models.JSONField(default=list, blank=True)
     batch = models.PositiveIntegerField(default=0)
     auto_resume = models.PositiveIntegerField(null=True, blank=True)
+    # When the sitter resumes the task from the pause point it waits at (auto_resume); a time
+    # in the database, not a delayed message that a killed controller would hold for an hour.
+    resume_at = models.DateTimeField(null=True, blank=True)
+    # When the controller was last asked to release more and has not yet done so: the sitter
+    # asks again if that is long ago (the message was lost, or its controller died with it).
+    release_asked_at = models.DateTimeField(null=True, blank=True)
     failure_threshold = models.CharField(max_length=16, blank=True)
     paused_reason = models.CharField(max_length=300, blank=True)
     # Failures an operator already saw when resuming past the failure threshold.
@@ -62,6 +68,12 @@ class Task(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["resume_at"], name="task_resume_due",
+                         condition=models.Q(resume_at__isnull=False)),
+            models.Index(fields=["release_asked_at"], name="task_release_asked",
+                         condition=models.Q(release_asked_at__isnull=False)),
+        ]
 
     def __str__(self) -> str:
         return f"task {self.pk}"
@@ -112,6 +124,11 @@ class SubTask(models.Model):
     output_hash = models.CharField(max_length=16, blank=True)
     reason = models.CharField(max_length=500, blank=True)
     worker = models.CharField(max_length=200, blank=True)
+    # The shard that started it (whose lease answers for it while it is on its host).
+    shard = models.ForeignKey(
+        "Shard", on_delete=models.DO_NOTHING, related_name="+", db_constraint=False,
+        db_index=False, null=True, blank=True,
+    )
     queued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -123,6 +140,57 @@ class SubTask(models.Model):
 
     def __str__(self) -> str:
         return f"subtask {self.pk}"
+
+
+class Shard(models.Model):
+    """One datacenter shard of a task, as one message carries it, and the lease of whoever
+    answers for its subtasks now: the worker that runs it, renewing the lease while it does;
+    then, for subtasks it left on their hosts or if it died, the sitter's pulls. One row per
+    up to CCS_SHARD_SIZE hosts: leases are renewed per shard, never per host."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued"  # its message is on the datacenter's queue, no worker took it yet
+        RUNNING = "running"  # a worker runs it and holds the lease
+        LEFT = "left"  # subtasks still on their hosts that no worker runs: pulled by the sitter
+        DONE = "done"
+
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="shards")
+    datacenter = models.ForeignKey(Datacenter, on_delete=models.PROTECT, related_name="+")
+    subtask_ids = models.JSONField(default=list)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.QUEUED)
+    worker = models.CharField(max_length=200, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    # When its message is sent again if no worker took it by then.
+    resend_at = models.DateTimeField()
+    sends = models.PositiveIntegerField(default=1)
+    left_at = models.DateTimeField(null=True, blank=True)
+    pulls = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["lease_until"], name="shard_lease_lapses",
+                         condition=models.Q(state__in=["running", "left"])),
+            models.Index(fields=["resend_at"], name="shard_resend_due",
+                         condition=models.Q(state="queued")),
+        ]
+
+    def __str__(self) -> str:
+        return f"shard {self.pk} of task {self.task_id}"
+
+
+class BeatFiring(models.Model):
+    """One firing of a periodic entry, by period: the beat that inserts it sends the entry,
+    any other beat running beside it finds the row there and does not (ccs/beat.py)."""
+
+    entry = models.CharField(max_length=200)
+    slot = models.BigIntegerField(help_text="seconds since the epoch // the entry's period")
+    at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["entry", "slot"], name="beat_fired_once")]
+
+    def __str__(self) -> str:
+        return f"{self.entry} #{self.slot}"
 
 
 class TaskEvent(models.Model):
@@ -176,6 +244,9 @@ class CallbackCursor(models.Model):
                                 related_name="callback")
     delivered_seq = models.BigIntegerField(default=0)
     leased_until = models.DateTimeField(null=True, blank=True)
+    # The deliverer holding the lease: its writes name it, so one that lost the lease (too
+    # slow to renew it) can no longer move the cursor.
+    lease_token = models.UUIDField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0, help_text="consecutive failures")
     failing_since = models.DateTimeField(null=True, blank=True)
     next_attempt_at = models.DateTimeField(null=True, blank=True)

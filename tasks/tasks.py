@@ -5,7 +5,6 @@ import logging
 from celery import shared_task
 
 from ccs import routing
-from ccs.errors import Conflict
 
 from . import services
 
@@ -18,21 +17,12 @@ def task_release(task_id: int) -> int:
     return services.task_release(task_id=task_id)
 
 
-@shared_task(name=routing.TASK_AUTO_RESUME, acks_late=True)
-def task_auto_resume(task_id: int, batch: int) -> None:
-    """Controller: resume a task still waiting at the pause point it was scheduled for."""
-    try:
-        services.task_resume(actor=None, task_id=task_id, batch=batch)
-    except Conflict:
-        log.info("task %s: auto-resume at batch %s no longer applies", task_id, batch)
-
-
 @shared_task(name=routing.TASK_RUN_SHARD, bind=True, acks_late=True)
-def shard_run(self, task_id: int, datacenter: str, priority: str, subtask_ids: list[int]) -> int:
+def shard_run(self, task_id: int, datacenter: str, priority: str, shard_id: int,
+              subtask_ids: list[int]) -> int:
     """Datacenter worker: run one shard of subtasks on their hosts."""
-    return services.shard_run(
-        task_id=task_id, subtask_ids=subtask_ids, worker=self.request.hostname or ""
-    )
+    return services.shard_run(task_id=task_id, shard_id=shard_id, subtask_ids=subtask_ids,
+                              worker=self.request.hostname or "")
 
 
 @shared_task(name=routing.TASK_HOST_CONTROL, acks_late=True)
@@ -49,22 +39,10 @@ def callbacks_deliver(task_id: int) -> int:
     return services.callbacks_deliver(task_id=task_id)
 
 
-@shared_task(name=routing.TASK_CALLBACKS_SWEEP)
-def callbacks_sweep() -> int:
-    """Beat: nudge the delivery of every task whose callbacks are behind and due."""
-    return services.callbacks_sweep()
-
-
-@shared_task(name=routing.TASK_SITTER)
-def sitter() -> dict:
-    """Beat: find overdue subtasks and stale shards."""
-    return services.sitter_run()
-
-
 @shared_task(name=routing.TASK_PULL, acks_late=True)
-def subtasks_pull(task_id: int, datacenter: str, subtask_ids: list[int]) -> dict:
-    """Datacenter control worker: pull overdue jobs' status from their agents."""
-    return services.subtasks_pull(task_id=task_id, subtask_ids=subtask_ids)
+def shard_pull(task_id: int, datacenter: str, shard_id: int) -> dict:
+    """Datacenter control worker: pull the status of the jobs a shard left on their hosts."""
+    return services.shard_pull(task_id=task_id, shard_id=shard_id)
 
 
 @shared_task(name=routing.TASK_PROBE_PLAN)

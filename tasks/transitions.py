@@ -186,17 +186,17 @@ _HOSTNAME = (f"(SELECT hostname FROM permissions_host "
 
 
 def start_on_host(
-    ids: Sequence[int], worker: str, now: datetime, host_fields: Sequence[str]
+    ids: Sequence[int], worker: str, shard_id: int, now: datetime, host_fields: Sequence[str]
 ) -> tuple[list[Moved], list[tuple]]:
-    """Move these subtasks from queued to running (held or stopped ones are left alone) and
-    read what their worker needs to reach each host: the moves, and rows of
+    """Move these subtasks from queued to running under this shard (held or stopped ones are
+    left alone) and read what their worker needs to reach each host: the moves, and rows of
     (subtask id, *host_fields) with `hostname` first among them."""
     match, param = id_match("id", ids)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {SubTask._meta.db_table} SET status = %s, started_at = %s, worker = %s "
-            f"WHERE {match} AND status = %s RETURNING id, host_id",
-            [S.RUNNING, sql_value(now), worker, param, S.QUEUED],
+            f"UPDATE {SubTask._meta.db_table} SET status = %s, started_at = %s, worker = %s, "
+            f"shard_id = %s WHERE {match} AND status = %s RETURNING id, host_id",
+            [S.RUNNING, sql_value(now), worker, shard_id, param, S.QUEUED],
         )
         started = sorted(cursor.fetchall())
         match, param = id_match("id", [host_id for _, host_id in started])

@@ -59,13 +59,14 @@ def fleet(tmp_path, builtins):
 
 @pytest.fixture(scope="session")
 def workers(django_db_setup, django_db_blocker):
-    """The controller and one Celery worker per datacenter, as real processes on the test DB."""
+    """The controller, one Celery worker per datacenter, the callbacks worker and the sitter,
+    as real processes on the test DB."""
     from celery import Celery
     from django.conf import settings
 
     Celery(broker=settings.CELERY_BROKER_URL).control.purge()
     stack = Stack(env=_on_test_database())
-    for name in WORKER_PROCESSES:
+    for name in (*WORKER_PROCESSES, "sitter"):
         stack.start(name)
     try:
         wait_for(lambda: workers_ready(settings.CELERY_BROKER_URL), "celery workers", timeout=90)

@@ -69,14 +69,17 @@ class Fanout:
             assert self._pool is not None and self._gate is not None
             return self._loop, self._pool, self._gate
 
-    def run(self, jobs: list[HostJob], save: Callable[[list[HostResult]], None]) -> None:
-        """Run every job, calling `save` from this thread with batches of results."""
+    def run(self, jobs: list[HostJob], save: Callable[[list[HostResult]], None],
+            heartbeat: "Heartbeat | None" = None) -> int:
+        """Run every job, calling `save` from this thread with batches of results (and the
+        heartbeat when due, between them); returns how many jobs were left to the sitter."""
         loop, pool, gate = self._started()
         results: queue.Queue = queue.Queue()
         shard = Shard(pool, gate, jobs, results)
         future = asyncio.run_coroutine_threadsafe(shard.run(), loop)
-        _drain(results, save, settings.CCS_RESULT_FLUSH_ROWS)
+        _drain(results, save, settings.CCS_RESULT_FLUSH_ROWS, heartbeat or Heartbeat.idle())
         future.result()
+        return shard.left
 
     def call_all(self, requests: list[tuple[Endpoint | SshEndpoint, dict]], timeout: float) -> list:
         """Send one request to each endpoint; the replies (or the exceptions) in order."""
@@ -180,6 +183,7 @@ class Shard:
         self.deadline = time.monotonic() + timeout + REPLY_MARGIN
         self.finished: asyncio.Future[None] | None = None
         self.retries: set[asyncio.Task[None]] = set()
+        self.left = 0
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -282,6 +286,7 @@ class Shard:
     def _leave(self, job: HostJob, why: str) -> None:
         """No outcome here: the subtask stays on its host for the sitter to pull."""
         if self.waiting.pop(job.subtask_id, None) is not None:
+            self.left += 1
             log.info("subtask %s: %s; left to the sitter", job.subtask_id, why)
             self._maybe_finished()
 
@@ -321,10 +326,40 @@ def _unreachable(exc: ChannelError) -> str:
     return f"unreachable ({exc.detail})" if exc.detail else f"unreachable: {exc.reason}"
 
 
-def _drain(results: queue.Queue, save: Callable[[list[HostResult]], None], rows: int) -> None:
-    """Save the batches as they come (joining those that wait, up to `rows` per write)."""
+class Heartbeat:
+    """Calls `beat` every `every` seconds from the thread that drains a shard's results (the
+    one with the database connection): a worker's lease on the shard it runs."""
+
+    def __init__(self, beat: Callable[[], object], every: float) -> None:
+        self.beat, self.every = beat, every
+        self.due = time.monotonic() + every
+
+    @classmethod
+    def idle(cls) -> "Heartbeat":
+        return cls(lambda: None, float("inf"))
+
+    def wait(self) -> float | None:
+        """Seconds until the next beat (None: never)."""
+        if self.every == float("inf"):
+            return None
+        return max(self.due - time.monotonic(), 0.0)
+
+    def maybe(self) -> None:
+        if time.monotonic() >= self.due:
+            self.beat()
+            self.due = time.monotonic() + self.every
+
+
+def _drain(results: queue.Queue, save: Callable[[list[HostResult]], None], rows: int,
+           heartbeat: Heartbeat) -> None:
+    """Save the batches as they come (joining those that wait, up to `rows` per write),
+    beating the heartbeat when it is due."""
     while True:
-        item = results.get()
+        try:
+            item = results.get(timeout=heartbeat.wait())
+        except queue.Empty:
+            heartbeat.maybe()
+            continue
         if item is _DONE:
             return
         batch = item
@@ -338,6 +373,7 @@ def _drain(results: queue.Queue, save: Callable[[list[HostResult]], None], rows:
                 return
             batch = batch + more
         save(batch)
+        heartbeat.maybe()
 
 
 FANOUT = Fanout()

@@ -14,7 +14,7 @@ from .operate import (
 from .release import task_progress_update, task_release
 from .rerun import task_rerun
 from .shard import host_control_run, shard_results_save, shard_run, shard_start
-from .sitter import hosts_probe, hosts_probe_plan, sitter_run, subtasks_pull
+from .sitter import hosts_probe, hosts_probe_plan, shard_pull, sitter_run
 
 __all__ = [
     "ControlData",
@@ -25,8 +25,8 @@ __all__ = [
     "host_acks_save",
     "hosts_probe",
     "hosts_probe_plan",
+    "shard_pull",
     "sitter_run",
-    "subtasks_pull",
     "host_control_run",
     "params_validate",
     "quota_check",

@@ -11,6 +11,8 @@ import random
 import socket
 import time
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -27,7 +29,10 @@ from ..models import CallbackAttempt, CallbackCursor, Task
 
 log = logging.getLogger(__name__)
 BATCH = 500
-LEASE = timedelta(seconds=120)
+# A deliverer's lease on a task's delivery, renewed every LEASE_RENEW while it delivers: a
+# killed deliverer's delivery is taken over by the sitter's sweep within seconds.
+LEASE = timedelta(seconds=10)
+LEASE_RENEW = 2.0
 METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata", "instance-data"})
 # Cloud metadata and platform services that are not link-local (AWS IPv6, Alibaba, Azure):
 # refused even where private receivers are allowed.
@@ -133,39 +138,54 @@ def deliver_request(task_id: int, countdown: float = 0) -> None:
     dispatch.callbacks_deliver(task_id, countdown).send()
 
 
-def _lease(task_id: int) -> bool:
-    now = timezone.now()
-    return bool(
+def _lease(task_id: int) -> uuid.UUID | None:
+    """Take the task's delivery if nobody holds it and it is due: the lease's token."""
+    now, token = timezone.now(), uuid.uuid4()
+    taken = (
         CallbackCursor.objects.filter(task_id=task_id, gave_up=False)
         .filter(Q(leased_until__isnull=True) | Q(leased_until__lt=now))
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        .update(leased_until=now + LEASE)
+        .update(leased_until=now + LEASE, lease_token=token)
     )
+    return token if taken else None
+
+
+def _held(task_id: int, token: uuid.UUID):
+    """The task's cursor, if this deliverer still holds its lease."""
+    return CallbackCursor.objects.filter(task_id=task_id, lease_token=token)
+
+
+def _renew(task_id: int, token: uuid.UUID) -> bool:
+    return bool(_held(task_id, token).update(leased_until=timezone.now() + LEASE))
 
 
 def callbacks_deliver(*, task_id: int) -> int:
     """Deliver every undelivered event of the task; returns how many were acknowledged."""
-    if not _lease(task_id):
+    token = _lease(task_id)
+    if token is None:
         return 0  # someone else is delivering, or it is not time to retry yet
     task = Task.objects.only("callback_url", "callback_secret").get(pk=task_id)
     cursor = CallbackCursor.objects.get(task_id=task_id)
     delivered = 0
     try:
         while events := events_after(task_id, cursor.delivered_seq, BATCH):
-            if not _post(task, cursor, events):
+            if not _post(task, cursor, events, token):
                 return delivered
-            delivered += len(events)
             cursor.delivered_seq, cursor.attempts, cursor.failing_since = events[-1]["seq"], 0, None
-            CallbackCursor.objects.filter(task_id=task_id).update(
+            if not _held(task_id, token).update(
                 delivered_seq=cursor.delivered_seq, attempts=0, failing_since=None,
                 next_attempt_at=None, leased_until=timezone.now() + LEASE,
-            )
+            ):
+                log.warning("task %s: callbacks lease lost mid-delivery; another deliverer "
+                            "goes on", task_id)
+                return delivered
+            delivered += len(events)
     finally:
-        CallbackCursor.objects.filter(task_id=task_id).update(leased_until=None)
+        _held(task_id, token).update(leased_until=None, lease_token=None)
     return delivered
 
 
-def _post(task: Task, cursor: CallbackCursor, events: list[dict]) -> bool:
+def _post(task: Task, cursor: CallbackCursor, events: list[dict], token: uuid.UUID) -> bool:
     body = json.dumps(events, separators=(",", ":")).encode()
     delivery = uuid.uuid4()
     headers = {
@@ -175,7 +195,8 @@ def _post(task: Task, cursor: CallbackCursor, events: list[dict]) -> bool:
         "User-Agent": "ccs-callbacks/1",
     }
     started = time.monotonic()
-    status_code, error = callback_post(task.callback_url, body, headers)
+    status_code, error = _holding_lease(
+        task.pk, token, lambda: callback_post(task.callback_url, body, headers))
     # no timing without an answer: closed and filtered ports must look alike
     elapsed = int((time.monotonic() - started) * 1000) if status_code is not None else 0
     CallbackAttempt.objects.create(
@@ -183,18 +204,32 @@ def _post(task: Task, cursor: CallbackCursor, events: list[dict]) -> bool:
         status_code=status_code, error=error, at=timezone.now(), duration_ms=elapsed,
     )
     if error:
-        _failed(task.pk, cursor, error)
+        _failed(task.pk, cursor, error, token)
     return not error
 
 
-def _failed(task_id: int, cursor: CallbackCursor, error: str) -> None:
+def _holding_lease(task_id: int, token: uuid.UUID,
+                   post: Callable[[], tuple[int | None, str]]) -> tuple[int | None, str]:
+    """Run the POST in a thread of its own while this one (which holds the database
+    connection) renews the lease: a slow receiver keeps its deliverer, a killed deliverer's
+    lease lapses within LEASE."""
+    with ThreadPoolExecutor(1, thread_name_prefix="callback-post") as pool:
+        posting = pool.submit(post)
+        while True:
+            try:
+                return posting.result(timeout=LEASE_RENEW)
+            except TimeoutError:
+                _renew(task_id, token)
+
+
+def _failed(task_id: int, cursor: CallbackCursor, error: str, token: uuid.UUID) -> None:
     now = timezone.now()
     attempts = cursor.attempts + 1
     failing_since = cursor.failing_since or now
     delay = min(settings.CCS_CALLBACK_BACKOFF_BASE * 2 ** (attempts - 1), 900)
     delay *= random.uniform(0.5, 1.5)  # jitter: receivers that come back are not stampeded
     gave_up = now - failing_since > timedelta(hours=settings.CCS_CALLBACK_RETRY_HOURS)
-    CallbackCursor.objects.filter(task_id=task_id).update(
+    _held(task_id, token).update(
         attempts=attempts, failing_since=failing_since, gave_up=gave_up,
         next_attempt_at=now + timedelta(seconds=delay),
     )
@@ -208,8 +243,9 @@ def _failed(task_id: int, cursor: CallbackCursor, error: str) -> None:
 
 
 def callbacks_sweep() -> int:
-    """Ask for delivery of every task with undelivered events that is due: the safety net
-    for announcements that were lost or raced with a running deliverer."""
+    """Ask for delivery of every task with undelivered events that is due and that nobody
+    holds (run by the sitter): the safety net for announcements that were lost or raced with
+    a running deliverer, and the takeover of a deliverer that died (its lease lapsed)."""
     now = timezone.now()
     due = CallbackCursor.objects.filter(
         gave_up=False, delivered_seq__lt=F("task__event_seq")

@@ -7,6 +7,7 @@ subtask moves when the agent answers (pause, resume) or when the killed run repo
 
 from collections import defaultdict
 from collections.abc import Collection
+from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
@@ -59,25 +60,29 @@ def task_pause(*, actor: AbstractBaseUser, task_id: int) -> Task:
         moved = _move(task_id, frozenset({S.PENDING, S.QUEUED}), S.HELD, actor)
         _task_for_update(task_id, task_predecessors(TaskStatus.PAUSED), "pause")
         events_record(task_id, moved, now)
-        task_move(task_id, TaskStatus.PAUSED, paused_reason=f"paused by {actor.get_username()}")
+        # an operator's pause is not ended by the pause point's auto-resume
+        task_move(task_id, TaskStatus.PAUSED, paused_reason=f"paused by {actor.get_username()}",
+                  resume_at=None)
         _host_control_on_commit(task_id, "pause", _on_host(task_id, frozenset({S.RUNNING})))
     return Task.objects.get(pk=task_id)
 
 
-def task_resume(*, actor: AbstractBaseUser | None, task_id: int, batch: int | None = None) -> Task:
+def task_resume(*, actor: AbstractBaseUser | None, task_id: int,
+                due: datetime | None = None) -> Task:
     """Release held subtasks again, continue frozen ones, and let the controller go on.
-    With `batch`, only resume a task still paused at that pause point (auto-resume)."""
+    With `due` (the sitter's auto-resume), only resume a task still paused with an
+    auto-resume due by then: two sitters, or a resume racing an operator, resume it once."""
     now = timezone.now()
     with transaction.atomic():
         moved = _move(task_id, frozenset({S.HELD}), S.PENDING, actor)
         task = _task_for_update(task_id, (TaskStatus.PAUSED,), "resume")
-        if batch is not None and task.batch != batch:
-            transaction.set_rollback(True)
-            return task
+        if due is not None and (task.resume_at is None or task.resume_at > due):
+            raise Conflict(f"task {task_id} has no auto-resume due", {"resume_at": ["not due"]})
         events_record(task_id, moved, now)
         task_move(
             task_id, TaskStatus.RUNNING if task.started_at else TaskStatus.PENDING,
-            paused_reason="", failures_acknowledged=counts_read(task_id).progress().failures,
+            paused_reason="", resume_at=None,
+            failures_acknowledged=counts_read(task_id).progress().failures,
         )
         _host_control_on_commit(task_id, "resume", _on_host(task_id, frozenset({S.PAUSED})))
         release_request(task_id)

@@ -2,7 +2,7 @@
 batches, and decide after every change whether the task is finished, paused or wants more."""
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -12,7 +12,7 @@ from permissions.models import Datacenter
 
 from .. import dispatch
 from ..control import batch_limits, failure_limit, release_budget
-from ..models import COUNT_FIELDS, SubTask, Task
+from ..models import COUNT_FIELDS, Shard, SubTask, Task
 from ..states import TASK_FINAL, SubTaskStatus, TaskStatus, task_outcome
 from ..transitions import Counts, events_record, release_to_queue, task_move
 
@@ -20,10 +20,13 @@ log = logging.getLogger(__name__)
 RELEASING = (TaskStatus.PENDING, TaskStatus.RUNNING)
 # Subtasks queued per transaction after the first (which takes one shard per datacenter).
 RELEASE_CHUNK = 10_000
+RESEND_BACKOFF_MAX = 10
 
 
 def release_request(task_id: int) -> None:
-    """Ask the controller, after commit, to release what the task may release now."""
+    """Ask the controller, after commit, to release what the task may release now; the time
+    of asking stays on the task until a controller did it (the sitter asks again if not)."""
+    Task.objects.filter(pk=task_id).update(release_asked_at=timezone.now())
     dispatch.task_release(task_id).on_commit()
 
 
@@ -52,6 +55,8 @@ def task_release(*, task_id: int) -> int:
     while True:
         with transaction.atomic():
             task = Task.objects.select_for_update(no_key=True).get(pk=task_id)
+            if first and task.release_asked_at is not None:
+                Task.objects.filter(pk=task_id).update(release_asked_at=None)
             budget = _budget(task) if task.status in RELEASING else 0
             if budget <= 0:
                 return released
@@ -82,7 +87,7 @@ def _release_spread(task: Task, datacenters: list[Datacenter], limit: int,
             datacenters.remove(datacenter)  # nothing more pending (or held by an operator)
         for start in range(0, len(taken), size):
             ids = [m.subtask_id for m in taken[start:start + size]]
-            shard_send_on_commit(task, datacenter.name, ids)
+            shard_send_on_commit(task, datacenter.pk, datacenter.name, ids)
         moved += taken
     return moved
 
@@ -93,22 +98,37 @@ def _pending_datacenters(task_id: int) -> list[Datacenter]:
     return sorted(Datacenter.objects.filter(pk__in=list(ids)), key=lambda dc: dc.name)
 
 
-def shard_send_on_commit(task: Task, datacenter: str, subtask_ids: list[int]) -> None:
-    """After commit, one message for this datacenter's shard of queued subtasks."""
+def shard_send_on_commit(task: Task, datacenter_id: int, datacenter: str,
+                         subtask_ids: list[int]) -> None:
+    """Record this datacenter's shard of queued subtasks (the sitter finds it there if no
+    worker takes it, or if the one that took it dies) and, after commit, send its message."""
     if subtask_ids:
-        dispatch.shard_run(task.pk, datacenter, task.priority, subtask_ids).on_commit()
+        shard = Shard.objects.create(task_id=task.pk, datacenter_id=datacenter_id,
+                                     subtask_ids=subtask_ids,
+                                     resend_at=resend_time(timezone.now(), 1))
+        dispatch.shard_run(task.pk, datacenter, task.priority, shard.pk, subtask_ids).on_commit()
+
+
+def resend_time(now: datetime, sends: int) -> datetime:
+    """When a shard message sent `sends` times is sent again if no worker took it: after the
+    queued grace, then twice, four times ... as long, at most RESEND_BACKOFF_MAX times (a
+    long queue is not flooded with copies)."""
+    factor = min(2 ** (sends - 1), RESEND_BACKOFF_MAX)
+    return now + timedelta(seconds=settings.CCS_SITTER_QUEUED_GRACE * factor)
 
 
 def shards_send_on_commit(task: Task, released: list[int]) -> None:
     """After commit, one message per datacenter shard of these queued subtasks."""
     rows = SubTask.objects.filter(pk__in=released, status=SubTaskStatus.QUEUED)
-    by_dc: dict[str, list[int]] = {}
-    for subtask_id, datacenter in rows.values_list("id", "datacenter__name").order_by("id"):
-        by_dc.setdefault(datacenter, []).append(subtask_id)
+    by_dc: dict[tuple[int, str], list[int]] = {}
+    for subtask_id, *datacenter in rows.values_list(
+        "id", "datacenter_id", "datacenter__name"
+    ).order_by("id"):
+        by_dc.setdefault(tuple(datacenter), []).append(subtask_id)
     size = settings.CCS_SHARD_SIZE
-    for datacenter, ids in sorted(by_dc.items()):
+    for (datacenter_id, datacenter), ids in sorted(by_dc.items()):
         for start in range(0, len(ids), size):
-            shard_send_on_commit(task, datacenter, ids[start:start + size])
+            shard_send_on_commit(task, datacenter_id, datacenter, ids[start:start + size])
 
 
 def task_progress_update(task_id: int, now: datetime, counts: Counts | None) -> None:
@@ -131,10 +151,10 @@ def task_progress_update(task_id: int, now: datetime, counts: Counts | None) -> 
                      f"{progress.failures} of {progress.total} hosts failed")
     elif _batch_complete(task, progress):
         limits = batch_limits(task.batches, progress.total)
+        resume = task.auto_resume if progress.failures == 0 else None
         _pause(task, f"pause point: batch {task.batch + 1} of {len(limits)} done "
-                     f"({progress.released} of {progress.total} hosts)", next_batch=True)
-        if task.auto_resume and progress.failures == 0:
-            _auto_resume_on_commit(task)
+                     f"({progress.released} of {progress.total} hosts)", next_batch=True,
+               resume_at=now + timedelta(seconds=resume) if resume else None)
     elif progress.unreleased and _budget(task) > 0:
         release_request(task_id)
 
@@ -158,10 +178,9 @@ def _batch_complete(task: Task, progress) -> bool:
     return progress.released >= limit and progress.in_flight == 0
 
 
-def _pause(task: Task, reason: str, next_batch: bool = False) -> None:
-    task_move(task.pk, TaskStatus.PAUSED, paused_reason=reason, batch=task.batch + int(next_batch))
+def _pause(task: Task, reason: str, next_batch: bool = False,
+           resume_at: datetime | None = None) -> None:
+    """Pause the task; with `resume_at`, the sitter resumes it then (auto-resume)."""
+    task_move(task.pk, TaskStatus.PAUSED, paused_reason=reason, batch=task.batch + int(next_batch),
+              resume_at=resume_at)
     log.info("task %s paused: %s", task.pk, reason)
-
-
-def _auto_resume_on_commit(task: Task) -> None:
-    dispatch.task_auto_resume(task.pk, task.batch + 1, task.auto_resume).on_commit()

@@ -1,13 +1,15 @@
 """The datacenter worker's side: start a shard, fan it out, save results as they arrive."""
 
 import logging
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from ..hosts.fanout import FANOUT
+from ..hosts.fanout import FANOUT, Heartbeat
 from ..hosts.jobs import HOST_COLUMNS, HostJob, host_jobs, shard_jobs
-from ..models import Task
+from ..models import Shard, Task
 from ..results import HostResult
 from ..transitions import (
     events_record,
@@ -26,19 +28,56 @@ CONTROL_TIMEOUT = 10.0
 CONFIRMS = {"pause": "paused", "resume": "running", "stop": "stopping"}
 
 
-def shard_start(*, task_id: int, subtask_ids: list[int], worker: str) -> list[HostJob]:
-    """Mark the shard's still-queued subtasks running (held or stopped ones are skipped);
-    returns the jobs this worker now owns, ready to send."""
+def shard_start(*, task_id: int, shard_id: int, subtask_ids: list[int],
+                worker: str) -> list[HostJob]:
+    """Take the shard (with a lease) and mark its still-queued subtasks running (held or
+    stopped ones are skipped); returns the jobs this worker now owns, ready to send. A shard
+    another worker took, or the sitter took over, starts nothing: its message came twice."""
     now = timezone.now()
     with transaction.atomic():
-        moved, rows = start_on_host(subtask_ids, worker, now, HOST_COLUMNS)
+        if not shard_claim(shard_id, worker, now):
+            return []
+        moved, rows = start_on_host(subtask_ids, worker, shard_id, now, HOST_COLUMNS)
         events_record(task_id, moved, now)
         if moved:
             task_mark_started(task_id, now)
+        else:
+            shard_end(shard_id, worker, left=0)
     if not rows:
         return []
     task = Task.objects.select_related("plugin_version__plugin").get(pk=task_id)
     return host_jobs(task, rows)
+
+
+def _lease_end(now: datetime) -> datetime:
+    return now + timedelta(seconds=settings.CCS_SHARD_LEASE)
+
+
+def shard_claim(shard_id: int, worker: str, now: datetime) -> bool:
+    """Take a queued shard, with a lease: whether this worker got it."""
+    return bool(Shard.objects.filter(pk=shard_id, state=Shard.State.QUEUED).update(
+        state=Shard.State.RUNNING, worker=worker, lease_until=_lease_end(now)))
+
+
+def shard_renew(shard_id: int, worker: str) -> bool:
+    """Extend this worker's lease on a shard it runs (one row, however many hosts): whether
+    it still holds it."""
+    held = bool(Shard.objects.filter(
+        pk=shard_id, state=Shard.State.RUNNING, worker=worker,
+    ).update(lease_until=_lease_end(timezone.now())))
+    if not held:
+        log.warning("shard %s: lease lost (renewed too late): the sitter pulls its jobs; a "
+                    "result from here is still recorded if it comes first", shard_id)
+    return held
+
+
+def shard_end(shard_id: int, worker: str, left: int) -> None:
+    """The worker is done with its shard: done, or, with subtasks left on their hosts (no
+    reply by their deadline), handed to the sitter at once (its lease lapses now)."""
+    now = timezone.now()
+    ended = {"state": Shard.State.DONE, "lease_until": None} if not left else {
+        "state": Shard.State.LEFT, "lease_until": now, "left_at": now}
+    Shard.objects.filter(pk=shard_id, state=Shard.State.RUNNING, worker=worker).update(**ended)
 
 
 def shard_results_save(
@@ -61,14 +100,19 @@ def shard_results_save(
     return len(moved)
 
 
-def shard_run(*, task_id: int, subtask_ids: list[int], worker: str) -> int:
-    """Start the shard's queued subtasks, fan them out, and save results as they arrive."""
-    jobs = shard_start(task_id=task_id, subtask_ids=subtask_ids, worker=worker)
+def shard_run(*, task_id: int, shard_id: int, subtask_ids: list[int], worker: str) -> int:
+    """Start the shard's queued subtasks, fan them out, and save results as they arrive,
+    renewing the shard's lease meanwhile."""
+    jobs = shard_start(task_id=task_id, shard_id=shard_id, subtask_ids=subtask_ids,
+                       worker=worker)
     if not jobs:
         return 0
     hostnames = {job.subtask_id: job.hostname for job in jobs}
-    FANOUT.run(jobs, lambda batch: shard_results_save(
-        task_id=task_id, results=batch, hostnames=hostnames))
+    left = FANOUT.run(
+        jobs, lambda batch: shard_results_save(task_id=task_id, results=batch, hostnames=hostnames),
+        Heartbeat(lambda: shard_renew(shard_id, worker), settings.CCS_SHARD_LEASE / 4),
+    )
+    shard_end(shard_id, worker, left)
     return len(jobs)
 
 

@@ -64,7 +64,7 @@ def _end_every_task() -> None:
         left = SubTask.objects.filter(task_id__in=[t for t, _ in going]).exclude(
             status__in=FINAL).values_list("task_id", "status", "started_at")
         assert time.monotonic() < deadline, f"tasks did not end: {going}; {list(left)}"
-        sitter_run()  # as beat does: a job frozen past its worker's wait is pulled
+        sitter_run()  # as the sitter does: a job frozen past its worker's wait is pulled
         time.sleep(2)
 
 

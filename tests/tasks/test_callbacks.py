@@ -25,9 +25,10 @@ PING = {"plugin": "ping", "params": {}, "target": {"nodes": ["corp/test"]}, "run
 
 
 class Receiver:
-    """A real HTTP receiver on loopback that records every POST."""
+    """A real HTTP receiver on loopback that records every POST; it answers the first one
+    only `hold_first` seconds after receiving it (a slow receiver)."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, hold_first: float = 0) -> None:
         self.port = port
         self.posts: list[tuple[dict, bytes]] = []
         received = self.posts
@@ -36,6 +37,8 @@ class Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                if len(received) == 1:
+                    time.sleep(hold_first)
                 self.send_response(204)
                 self.end_headers()
 

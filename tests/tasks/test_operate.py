@@ -1,14 +1,18 @@
 """Pause, resume and stop through the API on subtasks that have not reached a host, quotas
 and blocks: each legal request acts, each illegal one answers 409 and changes nothing."""
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 from guardian.shortcuts import assign_perm
 from rest_framework.test import APIClient
 
 from permissions.models import Node
 from permissions.services.rights import right_grant, right_revoke
 from tasks.models import Quota, SubTask, Task, TaskEvent
+from tasks.services.sitter import resumes_fire
 from tests.factories import hosts_make
 
 pytestmark = pytest.mark.django_db
@@ -152,3 +156,31 @@ def test_quotas_and_blocks(api, admin, hosts, quota, code, words):
     assert response.status_code == code
     assert words in response.json()["detail"]
     assert Task.objects.count() == before
+
+
+def _at_pause_point(api: APIClient, due_in: float) -> int:
+    """A task paused at a pause point whose auto-resume is due `due_in` seconds from now."""
+    task_id = _task(api, control={"batches": [1, "100%"], "auto_resume": 5})["id"]
+    Task.objects.filter(pk=task_id).update(
+        status="paused", batch=1, paused_reason="pause point: batch 1 of 2 done",
+        resume_at=timezone.now() + timedelta(seconds=due_in))
+    return task_id
+
+
+def test_a_due_auto_resume_fires_once_however_many_sitters_look(api, hosts):
+    task_id = _at_pause_point(api, due_in=-1)
+    later = _at_pause_point(api, due_in=60)
+    assert resumes_fire(timezone.now()) == 1
+    assert resumes_fire(timezone.now()) == 0  # a second sitter finds nothing due
+    task = Task.objects.get(pk=task_id)
+    assert (task.status, task.resume_at, task.paused_reason) == ("pending", None, "")
+    assert Task.objects.get(pk=later).status == "paused"
+
+
+def test_an_operators_pause_at_a_pause_point_cancels_its_auto_resume(api, hosts):
+    task_id = _at_pause_point(api, due_in=-1)
+    assert api.post(f"/api/v1/tasks/{task_id}/pause/").status_code == 202
+    assert resumes_fire(timezone.now()) == 0
+    task = Task.objects.get(pk=task_id)
+    assert (task.status, task.resume_at) == ("paused", None)
+    assert task.paused_reason.startswith("paused by")
