@@ -5,6 +5,10 @@ PY := .venv/bin/python
 STAMP := .venv/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/ccs
 TEST_BROKER_URL ?= redis://127.0.0.1:6379/15
+# The event channel is Redis whatever the broker: the broker's own when that is Redis.
+TEST_REDIS_URL ?= $(if $(filter redis%,$(TEST_BROKER_URL)),$(TEST_BROKER_URL),redis://127.0.0.1:6379/15)
+# A RabbitMQ for the tests that run tasks over it (each in a vhost of its own).
+TEST_RABBITMQ_URL ?= amqp://guest:guest@127.0.0.1:5672/
 # Two test runs on one machine stay apart with their own database, Redis database and prefix.
 TEST_DB_NAME ?= test_ccs
 TEST_EVENT_PREFIX ?= ccs-$(TEST_DB_NAME)
@@ -18,7 +22,7 @@ system-demo:
 	@bash scripts/system.sh demo
 
 system-test:
-	@bash scripts/system.sh test $(TEST_DATABASE_URL) $(TEST_BROKER_URL)
+	@bash scripts/system.sh test $(TEST_DATABASE_URL) $(TEST_REDIS_URL) $(TEST_RABBITMQ_URL)
 
 $(STAMP): pyproject.toml | system-demo
 	python3 -m venv .venv
@@ -37,6 +41,7 @@ up: system-demo secrets
 
 test: system-test secrets
 	DATABASE_URL=$(TEST_DATABASE_URL) CCS_BROKER_URL=$(TEST_BROKER_URL) \
+		CCS_REDIS_URL=$(TEST_REDIS_URL) CCS_TEST_RABBITMQ_URL=$(TEST_RABBITMQ_URL) \
 		CCS_TEST_DATABASE=$(TEST_DB_NAME) CCS_EVENT_PREFIX=$(TEST_EVENT_PREFIX) \
 		CCS_CALLBACK_ALLOW_PRIVATE=1 CCS_CALLBACK_BACKOFF_BASE=1 \
 		$(PY) -m pytest $(PYTEST_ARGS)

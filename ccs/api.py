@@ -7,6 +7,7 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
+from kombu.exceptions import OperationalError as BrokerError
 from rest_framework import exceptions, serializers, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.renderers import BaseRenderer
@@ -14,7 +15,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from .errors import ServiceError
+from .errors import ServiceError, Unavailable
+
+BROKER_RETRY_AFTER = 10  # seconds; a broker restart takes a few
 
 
 def _flatten(detail: Any, prefix: str = "") -> dict[str, list[str]]:
@@ -52,12 +55,20 @@ def _not_found(context: dict) -> str:
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     """Every error as `{"detail": ..., "errors": {field: [...]}}` with a 4xx status."""
     if isinstance(exc, ServiceError):
-        return Response({"detail": exc.detail, "errors": exc.errors}, status=exc.status)
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
+        return Response({"detail": exc.detail, "errors": exc.errors}, status=exc.status,
+                        headers=headers)
     if isinstance(exc, exceptions.ValidationError):
         errors = _flatten(exc.detail)
         return Response(
             {"detail": _summary(errors), "errors": errors}, status=status.HTTP_400_BAD_REQUEST
         )
+    if isinstance(exc, BrokerError):
+        return Response(
+            {"detail": "saved, but the message to the workers could not be sent: the broker "
+                       "(CCS_BROKER_URL) cannot be reached; retry in a while", "errors": {}},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(BROKER_RETRY_AFTER)})
     if isinstance(exc, RecursionError):
         # JSON nested deeper than Python's parser (or a schema check) can follow.
         message = "nested too deeply"

@@ -42,6 +42,17 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
     return value
 
 
+def env_token(name: str, *, minimum_length: int) -> str:
+    """A shared secret from `NAME` or `NAME_FILE`, empty if neither is set; one too short to
+    resist guessing fails at start."""
+    token = env_str(name, "")
+    if token and len(token) < minimum_length:
+        raise ImproperlyConfigured(
+            f"{name} must be at least {minimum_length} characters, got {len(token)}"
+        )
+    return token
+
+
 def env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None:

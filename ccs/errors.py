@@ -34,3 +34,13 @@ class Conflict(ServiceError):
 
 class TooManyRequests(ServiceError):
     status = 429
+
+
+class Unavailable(ServiceError):
+    """A service the request needs is down for now: 503, with when to try again."""
+
+    status = 503
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after

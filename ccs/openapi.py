@@ -25,6 +25,8 @@ WHY = {
     "409": "Not possible in the object's current state (named in the answer).",
     "415": "The body is not JSON (or form data).",
     "429": "Over a rate or running-task limit (named in the answer).",
+    "503": "Redis or the broker cannot be reached for now: try again after `Retry-After` "
+           "seconds (events can be paged without streaming meanwhile).",
 }
 # Answered by the web server in front of CCS, before the request reaches it (HTML).
 URI_TOO_LONG = {
@@ -34,6 +36,10 @@ URI_TOO_LONG = {
 # Operations that can answer 429 besides their others: quotas, and the login throttle.
 RATE_LIMITED = {("post", "/api/v1/tasks/"), ("post", "/api/v1/tasks/{id}/rerun/"),
                 ("post", "/api/v1/auth/token/")}
+# The event stream: a limit of open streams per user, and none while Redis is down.
+STREAMS = {("get", "/api/v1/tasks/{id}/events/")}
+# Operations that send a message to the workers, which may find the broker away (503).
+SENDS_UNDER = ("/api/v1/tasks/", "/api/v1/subtasks/", "/api/v1/plugin-versions/{id}/revoke/")
 # Operations whose body names another object, outside your view a 404 like any other.
 NAMES_AN_OBJECT = {("post", "/api/v1/nodes/")}
 # Enum names by their values; every choice set of the API is named.
@@ -62,8 +68,10 @@ def _codes(method: str, path: str, operation: dict) -> list[str]:
         codes.append("404")
     if operation.get("requestBody"):
         codes.append("415")
-    if (method, path) in RATE_LIMITED:
+    if (method, path) in RATE_LIMITED | STREAMS:
         codes.append("429")
+    if (method, path) in STREAMS or (method == "post" and path.startswith(SENDS_UNDER)):
+        codes.append("503")
     return sorted(codes)
 
 

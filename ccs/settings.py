@@ -5,6 +5,7 @@ from pathlib import Path
 
 import dj_database_url
 
+from .broker import is_redis, transport_for
 from .env import (
     django_secret_key,
     env_bool,
@@ -12,6 +13,7 @@ from .env import (
     env_list,
     env_public_keys,
     env_str,
+    env_token,
     secret_file,
 )
 from .openapi import ENUM_NAMES
@@ -172,8 +174,12 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Celery: the routing table lives in ccs.routing.
+# The broker is Redis (the default) or anything kombu takes by URL, e.g. RabbitMQ's
+# `amqp://user:password@host:5672/vhost`; the event channel is always Redis: the broker's
+# own when that is Redis, else CCS_REDIS_URL.
 CELERY_BROKER_URL = env_str("CCS_BROKER_URL", "redis://127.0.0.1:6379/0")
-CCS_REDIS_URL = env_str("CCS_REDIS_URL", CELERY_BROKER_URL)
+CCS_REDIS_URL = env_str("CCS_REDIS_URL", CELERY_BROKER_URL if is_redis(CELERY_BROKER_URL)
+                        else "redis://127.0.0.1:6379/0")
 # Pub/sub channels are shared by every database of a Redis server: installations (or test runs)
 # sharing one Redis keep their announcements apart by this prefix.
 CCS_EVENT_PREFIX = env_str("CCS_EVENT_PREFIX", "ccs")
@@ -186,7 +192,24 @@ CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CCS_VISIBILITY_TIMEOUT", 3600)}
+# A broker restart must not stop a process: ours survives it (ccs/broker.py), workers keep
+# trying to reconnect for as long as it is down (Celery's default gives up after 100 tries),
+# and the shards they are running finish and are acknowledged once it is back (cancelling them
+# would not stop their threads anyway).
+CELERY_BROKER_TRANSPORT = transport_for(CELERY_BROKER_URL)
+# A message sent while the broker restarts is tried again for about 10 s (Celery's default
+# gives up after 0.6 s); after that the request answers 503 (ccs.api.exception_handler).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 8, "interval_start": 0, "interval_step": 0.5, "interval_max": 2,
+}
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+# Redis redelivers a message unacknowledged this long (RabbitMQ when its consumer's channel
+# closes).
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {"visibility_timeout": env_int("CCS_VISIBILITY_TIMEOUT", 3600)}
+    if is_redis(CELERY_BROKER_URL) else {}
+)
 CELERY_TASK_ALWAYS_EAGER = False
 
 # The agent channel and plugin signing.
@@ -245,6 +268,9 @@ CCS_SITTER_LOST_AFTER = env_int("CCS_SITTER_LOST_AFTER", 900, minimum=1)
 CCS_SITTER_PULL_TIMEOUT = env_int("CCS_SITTER_PULL_TIMEOUT", 10, minimum=1)
 # Beat has every datacenter probe its agents this often (seconds).
 CCS_PROBE_INTERVAL = env_int("CCS_PROBE_INTERVAL", 60, minimum=1)
+
+# /metrics answers a bearer of this token (Prometheus) and staff users; empty: staff only.
+CCS_METRICS_TOKEN = env_token("CCS_METRICS_TOKEN", minimum_length=16)
 
 # Flower asks for this user and CCS_FLOWER_PASSWORD(_FILE) (ccs/flowerconfig.py).
 CCS_FLOWER_USER = env_str("CCS_FLOWER_USER", "ccs")

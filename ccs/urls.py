@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from ccs.logins import TokenLogin
+from ccs.metrics import metrics
 from permissions.apis import DatacenterViewSet, HostViewSet, NodeViewSet
 from plugins.apis import PluginVersionViewSet, PluginViewSet
 from tasks.apis import SubTaskViewSet, TaskViewSet
@@ -54,6 +55,7 @@ urlpatterns = [
     path("", include((console, "console"))),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
+    re_path(r"^metrics/?$", metrics, name="metrics"),
 ]
 
 handler404 = "ccs.api.not_found"

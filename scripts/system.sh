@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # What `make demo` and `make test` need from the machine, installed and started if missing:
 #   system.sh demo                  python3-venv and redis-server
-#   system.sh test DB_URL BROKER    the same, PostgreSQL, openssh-server, sudo, Chromium,
-#                                   strace, dnsmasq and the system Python's cryptography; then
-#                                   PostgreSQL and Redis started on DB_URL and BROKER when
-#                                   they are local and down.
+#   system.sh test DB_URL REDIS_URL RABBITMQ_URL
+#                                   the same, PostgreSQL, openssh-server, sudo, Chromium,
+#                                   strace, dnsmasq, RabbitMQ and the system Python's
+#                                   cryptography; then PostgreSQL, Redis and RabbitMQ started
+#                                   on their URLs when they are local and down.
 # Debian packages, through apt-get (as root, or with sudo). CCS_SYSTEM_DRY_RUN=1 only says
 # what it would do; the tests check a bare machine's path with it (CCS_SBIN and
 # CCS_SYSTEM_PYTHON stand in for /usr/sbin and /usr/bin/python3 there).
@@ -12,6 +13,7 @@ set -euo pipefail
 mode=${1:-test}
 db_url=${2:-postgres://postgres@127.0.0.1:5432/ccs}
 broker_url=${3:-redis://127.0.0.1:6379/0}
+rabbitmq_url=${4:-amqp://guest:guest@127.0.0.1:5672/}
 dry=${CCS_SYSTEM_DRY_RUN:-}
 system_python=${CCS_SYSTEM_PYTHON-/usr/bin/python3}
 PATH="$PATH:${CCS_SBIN-/usr/local/sbin:/usr/sbin:/sbin}"  # sshd, pg_ctlcluster live there
@@ -29,6 +31,7 @@ if [ "$mode" = test ]; then
     has chromium || missing+=(chromium)        # the web pages' browser tests
     has strace || missing+=(strace)            # the agent's hardening tests
     has dnsmasq || missing+=(dnsmasq-base)     # a DNS server for the resolver's tests
+    has rabbitmq-server || missing+=(rabbitmq-server)  # tasks over RabbitMQ as the broker
     # agent_install runs the agent on the host's system Python, which needs cryptography.
     "$system_python" -c 'import cryptography' 2>/dev/null || missing+=(python3-cryptography)
 fi
@@ -58,7 +61,8 @@ import sys
 from urllib.parse import urlsplit
 url = urlsplit(sys.argv[1])
 if url.hostname in ("127.0.0.1", "localhost", "::1"):
-    print(url.hostname, url.port or {"redis": 6379}.get(url.scheme, 5432), url.username or "-")
+    print(url.hostname, url.port or {"redis": 6379, "amqp": 5672}.get(url.scheme, 5432),
+          url.username or "-")
 PY
 }
 
@@ -104,5 +108,17 @@ if [ -n "${redis_host:-}" ] && ! redis-cli -h "$redis_host" -p "$redis_port" pin
             redis-cli -h "$redis_host" -p "$redis_port" ping >/dev/null 2>&1 && break
             sleep 1
         done
+    fi
+fi
+
+read -r mq_host mq_port _ < <(local_endpoint "$rabbitmq_url") || true
+if [ -n "${mq_host:-}" ] && ! (exec 3<>"/dev/tcp/$mq_host/$mq_port") 2>/dev/null; then
+    if [ -n "$dry" ]; then
+        say "would start RabbitMQ on $mq_host:$mq_port"
+    else
+        say "starting RabbitMQ on $mq_host:$mq_port"
+        RABBITMQ_NODE_IP_ADDRESS="$mq_host" RABBITMQ_NODE_PORT="$mq_port" \
+            rabbitmq-server -detached
+        rabbitmqctl await_startup >/dev/null
     fi
 fi

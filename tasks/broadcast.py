@@ -7,6 +7,7 @@ from functools import cache
 
 import redis
 from django.conf import settings
+from kombu.exceptions import OperationalError as BrokerError
 
 from . import dispatch
 
@@ -34,7 +35,13 @@ def events_publish(task_id: int, events: str) -> None:
 
 
 def events_announce(task_id: int, events: str, callback: bool) -> None:
-    """After commit: publish the batch, and nudge the callbacks worker if the task has one."""
+    """After commit: publish the batch, and nudge the callbacks worker if the task has one.
+    Neither may hold up or fail the writer of the events: without a broker the callbacks
+    sweep delivers them (every 10 s)."""
     events_publish(task_id, events)
     if callback:
-        dispatch.callbacks_deliver(task_id).send()
+        try:
+            dispatch.callbacks_deliver(task_id).send(retry=False)
+        except BrokerError as exc:
+            log.warning("callbacks of task %s not nudged (the sweep will deliver): %s",
+                        task_id, exc)

@@ -20,8 +20,11 @@ class Message:
     kwargs: dict[str, Any]
     countdown: float | None = None
 
-    def send(self) -> None:
-        celery_app.send_task(self.name, kwargs=self.kwargs, countdown=self.countdown)
+    def send(self, retry: bool = True) -> None:
+        """Send it; while the broker is away, try again for a while (task_publish_retry_policy)
+        unless `retry` is off. Raises kombu's OperationalError if it could not be sent."""
+        celery_app.send_task(self.name, kwargs=self.kwargs, countdown=self.countdown,
+                             retry=retry)
 
     def on_commit(self) -> None:
         transaction.on_commit(self.send)

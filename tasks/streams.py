@@ -21,13 +21,14 @@ from django.core.handlers.asgi import ASGIRequest
 from django.db import connection
 from django.http import HttpRequest, StreamingHttpResponse
 
-from ccs.errors import TooManyRequests
+from ccs.errors import TooManyRequests, Unavailable
 
 from .broadcast import redis_client
 from .events import PAGE, events_after, sse_text
 from .hub import DB, Batch, TaskState, current_hub, hub_close
 
 log = logging.getLogger(__name__)
+REDIS_RETRY_AFTER = 5  # seconds a client refused for want of Redis is asked to wait
 SLOT_TTL = 60  # seconds a slot outlives the last refresh of its stream (hub ticks refresh it)
 # Drop expired slots, refuse if the user holds the limit, else take one: atomically.
 TAKE_SLOT = """
@@ -53,9 +54,9 @@ class Slot:
     alive_at: float = field(default_factory=time.monotonic)
 
 
-def stream_slot_take(user_id: int) -> Slot | None:
-    """A slot for a new stream of the user; 429 if they hold the limit. Without Redis the
-    limit cannot be counted: the stream is allowed (and logged)."""
+def stream_slot_take(user_id: int) -> Slot:
+    """A slot for a new stream of the user; 429 if they hold the limit. Without Redis there is
+    no live event to follow and no limit to count: 503 until it is back (pages still answer)."""
     slot, limit = Slot(slots_key(user_id), secrets.token_hex(8)), settings.CCS_SSE_STREAMS_PER_USER
     now = time.time()
     try:
@@ -63,8 +64,11 @@ def stream_slot_take(user_id: int) -> Slot | None:
             TAKE_SLOT, 1, slot.key, now, limit, now + SLOT_TTL, slot.member, SLOT_TTL
         )
     except redis.RedisError as exc:
-        log.warning("stream limit not counted, Redis failed: %s", exc)
-        return None
+        log.warning("event stream refused, Redis failed: %s", exc)
+        raise Unavailable(
+            "live events are unavailable for now (Redis cannot be reached); retry later, or "
+            "page them without streaming", retry_after=REDIS_RETRY_AFTER,
+        ) from None
     if not taken:
         raise TooManyRequests(
             f"at most {limit} open event streams per user; close one first",

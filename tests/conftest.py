@@ -3,6 +3,8 @@ a real headless Chromium (Debian's, driven by Playwright) for web pages."""
 
 import os
 import shutil
+import subprocess
+from collections.abc import Iterator
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -16,6 +18,7 @@ from ccs.stack import (
     Stack,
     free_port,
     port_open,
+    redis_answers,
     wait_for,
     workers_ready,
 )
@@ -75,21 +78,67 @@ def workers(django_db_setup, django_db_blocker):
         stack.stop()
 
 
-@pytest.fixture
-def web(django_db_setup) -> str:
-    """The Procfile's web process (gunicorn with uvicorn workers: ASGI) on the test database,
-    with one-second keep-alives and a limit of 5 open event streams per user; its base URL.
-    One per test: a flush between tests gives content types and permissions new ids, which a
-    longer-lived process would still hold in its caches."""
+def _web(**env: str) -> Iterator[str]:
     port = free_port()
     stack = Stack(env={**_on_test_database(), "CCS_WEB_PORT": str(port),
-                       "CCS_SSE_KEEPALIVE": "1", "CCS_SSE_STREAMS_PER_USER": "5"})
+                       "CCS_SSE_KEEPALIVE": "1", "CCS_SSE_STREAMS_PER_USER": "5", **env})
     stack.start("web")
     try:
         wait_for(lambda: port_open(port), "web", timeout=60, proc=stack.procs["web"])
         yield f"http://127.0.0.1:{port}"
     finally:
         stack.stop()
+
+
+@pytest.fixture
+def web(django_db_setup) -> Iterator[str]:
+    """The Procfile's web process (gunicorn with uvicorn workers: ASGI) on the test database,
+    with one-second keep-alives and a limit of 5 open event streams per user; its base URL.
+    One per test: a flush between tests gives content types and permissions new ids, which a
+    longer-lived process would still hold in its caches."""
+    yield from _web()
+
+
+@pytest.fixture
+def web_on_own_redis(django_db_setup, redis_server) -> Iterator[str]:
+    """The web process as `web`, its broker and event channel the test's own Redis."""
+    yield from _web(CCS_BROKER_URL=redis_server.url(), CCS_REDIS_URL=redis_server.url())
+
+
+class RedisServer:
+    """A redis-server of the test's own on a free loopback port (never the machine's), without
+    persistence: a restart loses what it held, as a crash does."""
+
+    def __init__(self, directory) -> None:
+        self.port = free_port()
+        self.command = [shutil.which("redis-server") or "/usr/bin/redis-server",
+                        "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                        "--appendonly", "no", "--logfile", str(directory / "redis.log")]
+        self.proc: subprocess.Popen | None = None
+        self.start()
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.command)
+        wait_for(lambda: redis_answers(self.url()), "redis-server", proc=self.proc)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    """A Redis of this test's own, which it may stop, restart or take away."""
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")

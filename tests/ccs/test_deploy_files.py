@@ -83,20 +83,23 @@ def test_the_system_script_names_what_a_bare_machine_lacks(tmp_path):
     env = {"PATH": str(tmp_path), "CCS_SBIN": "", "CCS_SYSTEM_PYTHON": "/nonexistent",
            "CCS_SYSTEM_DRY_RUN": "1"}
     ran = subprocess.run(["bash", str(ROOT / "scripts/system.sh"), "test",
-                          "postgres://postgres@127.0.0.1:1/ccs", "redis://localhost:2/15"],
+                          "postgres://postgres@127.0.0.1:1/ccs", "redis://localhost:2/15",
+                          "amqp://guest:guest@127.0.0.1:3/"],
                          env=env, capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr
     assert ran.stderr.splitlines() == [
         "system: would install: redis-server postgresql openssh-server sudo chromium strace "
-        "dnsmasq-base python3-cryptography",
+        "dnsmasq-base rabbitmq-server python3-cryptography",
         "system: would start PostgreSQL on 127.0.0.1:1",
         "system: would start Redis on localhost:2",
+        "system: would start RabbitMQ on 127.0.0.1:3",
     ]
     demo = subprocess.run(["bash", str(ROOT / "scripts/system.sh"), "demo"], env=env,
                           capture_output=True, text=True)
     assert demo.stderr == "system: would install: redis-server\n"
     remote = subprocess.run(["bash", str(ROOT / "scripts/system.sh"), "test",
-                             "postgres://u@db.example:5432/ccs", "redis://cache.example/0"],
+                             "postgres://u@db.example:5432/ccs", "redis://cache.example/0",
+                             "amqp://u:p@mq.example/"],
                             env=env, capture_output=True, text=True)
     assert "would start" not in remote.stderr  # services elsewhere are not ours to start
 
@@ -105,3 +108,18 @@ def test_ci_is_little_more_than_make_test():
     lines = [line for line in (ROOT / ".ci/run").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
     assert lines[-1] == 'exec make test "$@"' and len(lines) <= 4
+
+
+def test_every_compose_service_is_started_again_when_it_dies():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    for name, service in compose.items():
+        assert service.get("restart") == "unless-stopped", name
+
+
+def test_the_systemd_unit_runs_a_procfile_process_and_restarts_it_for_ever():
+    unit = (ROOT / "deploy/systemd/ccs@.service").read_text()
+    lines = [line.strip() for line in unit.splitlines() if line and not line.startswith("#")]
+    assert "Restart=always" in lines and "StartLimitIntervalSec=0" in lines
+    assert "start %i" in next(line for line in lines if line.startswith("ExecStart="))
+    target = ROOT / "deploy/systemd/ccs.target"
+    assert "WantedBy=ccs.target" in lines and target.exists()

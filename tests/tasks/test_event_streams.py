@@ -114,3 +114,26 @@ def test_a_user_holds_at_most_five_streams_and_other_requests_still_answer(clien
 def _status(client: httpx.Client, url: str) -> int:
     with client.stream("GET", url, headers=SSE) as response:
         return response.status_code
+
+
+def test_without_redis_a_stream_answers_503_with_retry_after_and_json(
+    web_on_own_redis, redis_server, admin, idle_task
+):
+    token = Token.objects.create(user=admin).key
+    url = f"{web_on_own_redis}/api/v1/tasks/{idle_task.pk}/events/"
+    with httpx.Client(headers={"Authorization": f"Token {token}"}, timeout=30) as client:
+        redis_server.stop()
+        with client.stream("GET", url, headers=SSE) as refused:
+            refused.read()
+        assert refused.status_code == 503, refused.text
+        assert int(refused.headers["Retry-After"]) > 0
+        assert refused.json() == {
+            "detail": "live events are unavailable for now (Redis cannot be reached); "
+                      "retry later, or page them without streaming",
+            "errors": {},
+        }
+        assert client.get(url).status_code == 200  # pages come from the database
+        redis_server.start()
+        with client.stream("GET", url, headers=SSE) as streamed:
+            assert streamed.status_code == 200
+            assert next(streamed.iter_lines()) == "retry: 2000"

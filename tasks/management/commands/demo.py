@@ -13,10 +13,12 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from rest_framework.authtoken.models import Token
 
+from ccs.broker import is_redis
 from ccs.keygen import ensure_secrets
 from ccs.stack import (
     Stack,
     StackError,
+    broker_answers,
     free_port,
     port_open,
     procfile_entries,
@@ -64,7 +66,7 @@ class Command(BaseCommand):
         call_command("migrate", verbosity=0)
         fleet_ports = self._seed(hosts_per_dc, exec_mode)
         token, password = self._admin()
-        stack = Stack()
+        stack = Stack(supervise=True)  # a process that dies is started again
         try:
             web = self._start(stack, fleet_ports)
             if up:
@@ -97,11 +99,11 @@ class Command(BaseCommand):
         return token.key, password
 
     def _start(self, stack: Stack, fleet_ports: dict[str, int]) -> str:
-        broker = stack.redis_ensure(settings.CELERY_BROKER_URL)
+        broker, events = self._brokers(stack)
         web_port, flower_port = free_port(), free_port()
         stack.env.update(
             CCS_BROKER_URL=broker,
-            CCS_REDIS_URL=broker,
+            CCS_REDIS_URL=events,
             CCS_WEB_PORT=str(web_port),
             CCS_FLOWER_PORT=str(flower_port),
         )
@@ -114,6 +116,19 @@ class Command(BaseCommand):
         wait_for(lambda: workers_ready(broker), "celery workers", timeout=90)
         self.flower = f"http://127.0.0.1:{flower_port}/"
         return f"http://127.0.0.1:{web_port}"
+
+    def _brokers(self, stack: Stack) -> tuple[str, str]:
+        """The broker and the event channel's Redis to use: Redis of our own for either when
+        none answers where configured; another broker (RabbitMQ) must answer."""
+        events, broker = stack.redis_ensure(settings.CCS_REDIS_URL), settings.CELERY_BROKER_URL
+        if broker == settings.CCS_REDIS_URL:
+            return events, events
+        if is_redis(broker):
+            return stack.redis_ensure(broker), events
+        if not broker_answers(broker):
+            raise StackError(f"no broker answers on {broker} (CCS_BROKER_URL)")
+        self.stdout.write(f"broker: {broker}; events: {events}")
+        return broker, events
 
     def _stay(self, web: str, password: str) -> None:
         self.stdout.write(up_text(web, self.flower, password))
