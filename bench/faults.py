@@ -354,12 +354,12 @@ class FaultStack:
             commands[f"worker-{dc.name}"] = self._in_dc(dc.name, dc_worker_command(dc.name))
             commands[f"worker-{dc.name}-high"] = self._in_dc(
                 dc.name, dc_worker_command(dc.name, high=True))
+        # the rest of the Procfile as it is (Flower watches, it does no work)
+        for name, line in procfile.items():
+            if not name.startswith(("worker-dc", "fleet-", "flower")):
+                commands[name] = line
         schedule = self.dir / "celerybeat-schedule"
-        commands.update(
-            controller=procfile["controller"], callbacks=procfile["callbacks"],
-            web=procfile["web"],
-            beat=procfile["beat"].replace("var/celerybeat-schedule", str(schedule)),
-        )
+        commands["beat"] = commands["beat"].replace("var/celerybeat-schedule", str(schedule))
         return commands
 
     def _host_address(self, dc: str) -> str:

@@ -16,16 +16,6 @@ from tests.faults.rows import problems
 
 pytestmark = pytest.mark.integration
 FAULTS = ("dc-worker", "controller", "fleet", "callbacks", "web", "redis", "postgres", "storm")
-# Measured not to recover within the criterion yet; each names what it waits for. Strict: a
-# fix makes the test fail until its mark here is removed.
-NOT_YET = {
-    "dc-worker": "issue 12 item 5: the subtasks a killed worker ran wait for the sitter, "
-                 "timeout + CCS_SITTER_GRACE (120 s) after they started",
-    "redis": "issue 12 item 3: both normal datacenter workers die on the broker's restart "
-             "(AttributeError: 'NoneType' object has no attribute 'hostname', in kombu)",
-    "postgres": "issue 12 item 5: a shard whose result write fails ends with its Celery task "
-                "(OperationalError); its subtasks wait for the sitter",
-}
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +27,11 @@ def rows() -> dict[str, dict]:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     found = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [row["fault"] for row in found] == list(FAULTS), "the bench's faults changed"
     return {row["fault"]: row for row in found}
 
 
-@pytest.mark.parametrize("fault", [
-    pytest.param(f, marks=pytest.mark.xfail(reason=NOT_YET[f], strict=True)) if f in NOT_YET
-    else f for f in FAULTS
-])
+@pytest.mark.parametrize("fault", FAULTS)
 def test_a_fault_mid_task_loses_nothing_and_every_host_ends_within_a_minute(rows, fault):
     row = rows[fault]
     assert problems(row) == [], row
