@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections, connection
 
+from ccs.metrics import sitter_actions_count
 from tasks.services import sitter_run
 
 log = logging.getLogger("tasks.sitter")
@@ -38,5 +39,6 @@ class Command(BaseCommand):
                           settings.CCS_SITTER_INTERVAL)
             connection.close()
             return
+        sitter_actions_count(done)
         if any(done.values()):
             log.info("sitter: %s", done)
