@@ -120,11 +120,13 @@ def _share(total: int, parts: int, index: int) -> int:
     return total // parts + (1 if index < total % parts else 0)
 
 
-def dc_worker_command(datacenter: str) -> str:
-    """The Procfile's datacenter worker line, for any datacenter."""
+def dc_worker_command(datacenter: str, high: bool = False) -> str:
+    """The Procfile's datacenter worker line (or its high-priority and control one), for any
+    datacenter."""
     from ccs.stack import procfile_entries
 
-    command = procfile_entries()["worker-dc1"].replace("dc1", datacenter)
+    line = procfile_entries()["worker-dc1-high" if high else "worker-dc1"]
+    command = line.replace("dc1", datacenter)
     threads = os.environ.get("CCS_BENCH_WORKER_THREADS")  # experiments: -c of the workers
     return re.sub(r" -c \d+ ", f" -c {threads} ", command) if threads else command
 
@@ -181,3 +183,33 @@ def bench_user():
         "tasks_per_minute": 10_000, "running_tasks": 10_000, "hosts_per_task": 1_000_000,
     })
     return user
+
+
+def plugin_approved_ensure(name: str, body: str, run_as: list[str], description: str,
+                           timeout: int = 60, params_schema: dict | None = None):
+    """An approved version of a bench plugin with this body, through the review services
+    (the newest approved one if its body is this one already)."""
+    from django.contrib.auth import get_user_model
+
+    from plugins.models import Plugin, PluginVersion
+    from plugins.services import (
+        plugin_create,
+        plugin_version_approve,
+        plugin_version_create,
+        plugin_version_submit,
+        reviewers_group_ensure,
+    )
+
+    approved = PluginVersion.objects.filter(plugin__name=name, status="approved", body=body)
+    if approved.exists():
+        return approved.latest("id")
+    author = bench_user()
+    reviewer, _ = get_user_model().objects.get_or_create(username="bench-reviewer")
+    reviewer.groups.add(reviewers_group_ensure())
+    plugin = (Plugin.objects.filter(name=name).first()
+              or plugin_create(actor=author, name=name, description=description))
+    version = plugin_version_create(actor=author, plugin_id=plugin.pk, interpreter="sh",
+                                    body=body, run_as=run_as, timeout=timeout,
+                                    params_schema=params_schema)
+    plugin_version_submit(actor=author, version_id=version.pk)
+    return plugin_version_approve(actor=reviewer, version_id=version.pk)

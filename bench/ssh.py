@@ -57,7 +57,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import ROOT, bench_user, django_on_bench_database
+from common import ROOT, bench_user, django_on_bench_database, plugin_approved_ensure
 
 HOSTS_DIR = Path("/var/lib/ccs-bench-ssh")  # readable by the bench accounts (sshd reads
 # authorized_keys as the account)
@@ -558,30 +558,8 @@ class CcsStack:
 
 def _plugin_ensure(name: str):
     """An approved version of a bench plugin (BODIES), through the review services."""
-    from django.contrib.auth import get_user_model
-
-    from plugins.models import Plugin, PluginVersion
-    from plugins.services import (
-        plugin_create,
-        plugin_version_approve,
-        plugin_version_create,
-        plugin_version_submit,
-        reviewers_group_ensure,
-    )
-
-    approved = PluginVersion.objects.filter(plugin__name=name, status="approved")
-    if approved.exists():
-        return approved.latest("id")
-    author = bench_user()
-    reviewer, _ = get_user_model().objects.get_or_create(username="bench-reviewer")
-    reviewer.groups.add(reviewers_group_ensure())
-    plugin = (Plugin.objects.filter(name=name).first()
-              or plugin_create(actor=author, name=name, description="for bench/ssh.py"))
-    version = plugin_version_create(actor=author, plugin_id=plugin.pk, interpreter="sh",
-                                    body=BODIES[name], run_as=list(ACCOUNTS.values()),
-                                    timeout=60)
-    plugin_version_submit(actor=author, version_id=version.pk)
-    return plugin_version_approve(actor=reviewer, version_id=version.pk)
+    return plugin_approved_ensure(name, BODIES[name], run_as=list(ACCOUNTS.values()),
+                                  description="for bench/ssh.py")
 
 
 def _ssh_hosts_ensure(hosts: LoopbackHosts, size: int, node_path: str, account: str,
