@@ -3,8 +3,10 @@ message, round robin over the datacenters; the per-state counts kept with every 
 
 from datetime import timedelta
 
+import psycopg
 import pytest
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count
 from django.utils import timezone
 
@@ -113,3 +115,31 @@ def test_an_untaken_shard_message_is_sent_again_less_and_less_often():
     now, grace = timezone.now(), settings.CCS_SITTER_QUEUED_GRACE
     waits = [(resend_time(now, sends) - now).total_seconds() for sends in range(1, 7)]
     assert waits == [grace, 2 * grace, 4 * grace, 8 * grace, 10 * grace, 10 * grace]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_release_does_not_wait_for_a_callback_attempt_being_written(
+    api, builtins, django_capture_on_commit_callbacks
+):
+    # The attempt's foreign key takes KEY SHARE on the task row; a release that locked the row
+    # FOR UPDATE waited for it (and deadlocked against the callbacks worker): FOR NO KEY UPDATE
+    # does not conflict with KEY SHARE.
+    hosts_make("dc1", 3, port=1)
+    with django_capture_on_commit_callbacks(execute=False):
+        task_id = _create(api)
+    db = connection.settings_dict
+    with psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"],
+                         dbname=db["NAME"]) as other:
+        other.execute("SET CONSTRAINTS ALL IMMEDIATE")  # Django's are checked at commit
+        other.execute(
+            "INSERT INTO tasks_callbackattempt (task_id, delivery, first_seq, last_seq, error, "
+            "duration_ms, at) VALUES (%s, gen_random_uuid(), 1, 1, '', 0, now())", [task_id])
+        with connection.cursor() as cursor:
+            cursor.execute("SET lock_timeout = '2s'")
+        try:
+            with django_capture_on_commit_callbacks(execute=False):
+                assert task_release(task_id=task_id) == 3
+        finally:
+            with connection.cursor() as cursor:
+                cursor.execute("SET lock_timeout = 0")
+        other.rollback()
