@@ -4,35 +4,21 @@ datacenter. A task over both succeeds; a partition of dc1 mid-task (its link dow
 ends its subtasks by pulling their results once it heals, while dc2 finishes untouched.
 `bench/faults.py --netns` creates the namespaces and always removes them."""
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from ccs.stack import ROOT
 from tests.faults.rows import problems
+from tests.faults.runs import fault_run, namespaces
 
 pytestmark = pytest.mark.integration
 
 
-def _namespaces() -> set[str]:
-    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in listed.splitlines() if line.strip()}
-
-
 @pytest.fixture(scope="module")
 def rows() -> dict[str, dict]:
-    before = _namespaces()
-    done = subprocess.run(
-        [sys.executable, "bench/faults.py", "--netns", "--hosts", "20", "--faults",
-         "none,partition", "--down", "10", "--patience", "60", "--json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert _namespaces() == before, "namespaces left behind"
-    found = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    return {row["fault"]: row for row in found}
+    """The rows of one `--netns` run (started when the suite was collected)."""
+    run = fault_run("test_datacenter_namespaces")
+    found = run.rows(timeout=900)
+    assert namespaces() == run.namespaces_before, "namespaces left behind"
+    return found
 
 
 def test_a_task_over_two_datacenter_namespaces_succeeds(rows):

@@ -5,14 +5,10 @@ return, no job ran twice (the agents' ledger), every recorded outcome is what th
 answers, no request answered 5xx, the task's events have no gap, and the SSE follower and the
 callback receiver got every event (the follower each exactly once)."""
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from ccs.stack import ROOT
 from tests.faults.rows import problems
+from tests.faults.runs import fault_run
 
 pytestmark = pytest.mark.integration
 FAULTS = ("dc-worker", "controller", "fleet", "callbacks", "web", "redis", "postgres", "storm")
@@ -20,15 +16,10 @@ FAULTS = ("dc-worker", "controller", "fleet", "callbacks", "web", "redis", "post
 
 @pytest.fixture(scope="module")
 def rows() -> dict[str, dict]:
-    """One row per fault, from one run of the bench."""
-    done = subprocess.run(
-        [sys.executable, "bench/faults.py", "--hosts", "40", "--patience", "60", "--json"],
-        cwd=ROOT, capture_output=True, text=True, timeout=1500,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    found = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert [row["fault"] for row in found] == list(FAULTS), "the bench's faults changed"
-    return {row["fault"]: row for row in found}
+    """One row per fault, from one run of the bench (started when the suite was collected)."""
+    found = fault_run("test_faults").rows(timeout=1500)
+    assert list(found) == list(FAULTS), "the bench's faults changed"
+    return found
 
 
 @pytest.mark.parametrize("fault", FAULTS)
