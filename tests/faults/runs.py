@@ -63,6 +63,7 @@ class FaultRun:
 
 
 STARTED: dict[str, FaultRun] = {}
+ENDING = threading.Event()  # the session ends: start no further run
 
 
 def start(modules: list[str]) -> None:
@@ -72,12 +73,15 @@ def start(modules: list[str]) -> None:
 
     def one_by_one() -> None:
         for run in runs:
+            if ENDING.is_set():
+                return
             run.run()
 
     threading.Thread(target=one_by_one, name="fault-runs", daemon=True).start()
 
 
 def stop() -> None:
+    ENDING.set()
     for run in STARTED.values():
         run.stop()
 
