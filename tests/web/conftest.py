@@ -1,6 +1,7 @@
 """The console's people (a member who may operate corp/test, an outsider with no rights, a
 staff reviewer) and browser pages signed in to the real web process."""
 
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -9,7 +10,10 @@ from django.contrib.auth import get_user_model
 
 from permissions.services import node_ensure, right_grant
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+ROOT = Path(__file__).resolve().parents[2]
+# The README's screenshots are refreshed in docs/ when CCS_SCREENSHOTS=1; otherwise they go to
+# var/, so that a test run leaves the tree as it found it.
+SHOTS = ROOT / ("docs" if os.environ.get("CCS_SCREENSHOTS") == "1" else "var")
 
 
 @pytest.fixture
@@ -50,6 +54,6 @@ def console(chromium, web):
 
 
 def screenshot(page, name: str) -> None:
-    """Screenshots of the README, in docs/."""
-    DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS / name), full_page=True)
+    """A screenshot of the README's (see SHOTS)."""
+    SHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SHOTS / name), full_page=True)
