@@ -3,7 +3,7 @@
 #   system.sh demo                  python3-venv and redis-server
 #   system.sh test DB_URL REDIS_URL RABBITMQ_URL
 #                                   the same, PostgreSQL, openssh-server, sudo, Chromium,
-#                                   strace, dnsmasq, RabbitMQ and the system Python's
+#                                   strace, dnsmasq, RabbitMQ, iproute2 and the system Python's
 #                                   cryptography; then PostgreSQL, Redis and RabbitMQ started
 #                                   on their URLs when they are local and down.
 # Debian packages, through apt-get (as root, or with sudo). CCS_SYSTEM_DRY_RUN=1 only says
@@ -32,6 +32,7 @@ if [ "$mode" = test ]; then
     has strace || missing+=(strace)            # the agent's hardening tests
     has dnsmasq || missing+=(dnsmasq-base)     # a DNS server for the resolver's tests
     has rabbitmq-server || missing+=(rabbitmq-server)  # tasks over RabbitMQ as the broker
+    has ip || missing+=(iproute2)              # datacenters as network namespaces (faults)
     # agent_install runs the agent on the host's system Python, which needs cryptography.
     "$system_python" -c 'import cryptography' 2>/dev/null || missing+=(python3-cryptography)
 fi

@@ -89,7 +89,7 @@ def test_the_system_script_names_what_a_bare_machine_lacks(tmp_path):
     assert ran.returncode == 0, ran.stderr
     assert ran.stderr.splitlines() == [
         "system: would install: redis-server postgresql openssh-server sudo chromium strace "
-        "dnsmasq-base rabbitmq-server python3-cryptography",
+        "dnsmasq-base rabbitmq-server iproute2 python3-cryptography",
         "system: would start PostgreSQL on 127.0.0.1:1",
         "system: would start Redis on localhost:2",
         "system: would start RabbitMQ on 127.0.0.1:3",
