@@ -90,8 +90,7 @@ class SavedJobViewSet(viewsets.GenericViewSet):
     def run(self, request: Request, pk: str) -> Response:
         task = services.saved_job_run(actor=request.user, job_id=self.get_object().pk)
         task.refresh_from_db()
-        out = TaskCreatedOut(task, context={"counts": task.counts()})
-        return Response(out.data, status=status.HTTP_201_CREATED)
+        return Response(TaskCreatedOut(task).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(summary="List the tasks a saved job started, newest first",
                    parameters=[QueryIn], responses=JobRunOut(many=True))

@@ -80,8 +80,7 @@ class TaskViewSet(viewsets.GenericViewSet):
             return Response(PlanOut(task_plan(actor=request.user, **arguments)).data)
         task = services.task_create(actor=request.user, **arguments)
         task.refresh_from_db()
-        out = TaskCreatedOut(task, context={"counts": task.counts()})
-        return Response(out.data, status=status.HTTP_201_CREATED)
+        return Response(TaskCreatedOut(task).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(summary="Show a task with its subtasks counted per state",
                    responses=TaskDetailOut)
@@ -90,7 +89,7 @@ class TaskViewSet(viewsets.GenericViewSet):
 
     def _detail(self, task: Task) -> TaskDetailOut:
         task.refresh_from_db()
-        return TaskDetailOut(task, context={"counts": task.counts()})
+        return TaskDetailOut(task)
 
     def _operate(self, pk: str, service) -> Response:
         task = self._task(pk)

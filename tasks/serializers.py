@@ -251,7 +251,7 @@ class TaskDetailOut(TaskOut):
         fields = [*TaskOut.Meta.fields, "counts"]
 
     def get_counts(self, task: Task) -> dict[str, int]:
-        return self.context["counts"]
+        return task.counts()
 
 
 class TaskCreatedOut(TaskDetailOut):
