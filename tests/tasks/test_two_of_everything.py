@@ -77,6 +77,19 @@ def seconds(workers, tmp_path):
         stack.stop()
 
 
+def _to_the_end(web: str, auth: dict, task_id: int, receiver, timeout: float) -> list[dict]:
+    """The task's transitions followed on `web` to the stream's end; then the task has
+    succeeded and its 30 events have reached the callback receiver."""
+    with httpx.stream("GET", f"{web}/api/v1/tasks/{task_id}/events/",
+                      headers={**auth, "Accept": "text/event-stream", "Last-Event-ID": "0"},
+                      timeout=timeout) as stream:
+        streamed = _transitions(stream.iter_lines())
+    _until(lambda: Task.objects.get(pk=task_id).status == "succeeded", "task", 60)
+    _until(lambda: {e["seq"] for _, b in receiver.posts for e in json.loads(b)}
+           == set(range(1, 31)), "callbacks", 60)
+    return streamed
+
+
 def test_two_of_everything_do_each_piece_of_work_once(admin, seconds, fleet, tmp_path):
     stack, (web_a, web_b), skip = seconds
     runs = tmp_path / "runs"
@@ -94,13 +107,7 @@ def test_two_of_everything_do_each_piece_of_work_once(admin, seconds, fleet, tmp
     task_id = created.json()["id"]
     try:
         # followed on the other web server, to its end
-        with httpx.stream("GET", f"{web_b}/api/v1/tasks/{task_id}/events/",
-                          headers={**auth, "Accept": "text/event-stream",
-                                   "Last-Event-ID": "0"}, timeout=90) as stream:
-            streamed = _transitions(stream.iter_lines())
-        _until(lambda: Task.objects.get(pk=task_id).status == "succeeded", "task", 60)
-        _until(lambda: {e["seq"] for _, b in receiver.posts for e in json.loads(b)}
-               == set(range(1, 31)), "callbacks", 60)
+        streamed = _to_the_end(web_b, auth, task_id, receiver, timeout=90)
     finally:
         receiver.stop()
     for name in BEATS:
@@ -174,13 +181,7 @@ def test_kill_one_of_each_and_the_work_goes_on(admin, seconds, workers, fleet, t
         for owner, name in killed:
             os.killpg(owner.procs[name].pid, signal.SIGKILL)
             owner.procs[name].wait()
-        with httpx.stream("GET", f"{web_b}/api/v1/tasks/{task_id}/events/",
-                          headers={**auth, "Accept": "text/event-stream",
-                                   "Last-Event-ID": "0"}, timeout=120) as stream:
-            streamed = _transitions(stream.iter_lines())
-        _until(lambda: Task.objects.get(pk=task_id).status == "succeeded", "task", 60)
-        _until(lambda: {e["seq"] for _, b in receiver.posts for e in json.loads(b)}
-               == set(range(1, 31)), "callbacks", 60)
+        streamed = _to_the_end(web_b, auth, task_id, receiver, timeout=120)
     finally:
         receiver.stop()
         for owner, name in killed:
